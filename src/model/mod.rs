@@ -1,0 +1,15 @@
+//! The LwM2M data model: paths, values, content formats, and the object and
+//! resource definitions that give payload values their types.
+
+pub mod builtin;
+mod content_format;
+mod definition;
+mod path;
+mod value;
+
+pub use content_format::{ContentFormat, UnknownContentFormat};
+pub use definition::{
+    DefinitionError, ObjectDef, ObjectVersion, ObjectVersionError, Operations, Registry, ResourceDef, ValueRange,
+};
+pub use path::{MAX_ID, Path, PathError};
+pub use value::{DataType, ObjectLink, ObjectLinkError, Record, SENML_RELATIVE_TIME_LIMIT, Value};
