@@ -13,9 +13,9 @@ use crate::model::{ContentFormat, DataType, Path, PathError};
 /// // A resource TLV announcing 3 bytes of value, of which only 2 are present.
 /// let error = codec::decode(ContentFormat::Tlv, &Path::instance(3, 0), &[0xC3, 0x00, b'a', b'b'],
 ///                           &Registry::default(), &DecodeOptions::default()).unwrap_err();
-/// assert_eq!(error.offset, 2);
+/// assert_eq!(error.offset, 4); // where the bytes ran out
 /// assert_eq!(error.kind, DecodeErrorKind::Truncated);
-/// assert_eq!(error.to_string(), "payload ends inside a value or header at byte 2");
+/// assert_eq!(error.to_string(), "payload ends inside a value or header at byte 4");
 /// ```
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{kind} at byte {offset}")]
