@@ -68,6 +68,9 @@ pub(crate) fn decode(text: &[u8]) -> Result<Vec<u8>, usize> {
         }
         end -= padding;
     }
+    if let Some(bad) = text[..end].iter().position(|&b| symbol(b).is_none()) {
+        return Err(bad);
+    }
     if end % 4 == 1 {
         return Err(end.saturating_sub(1));
     }
