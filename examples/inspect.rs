@@ -51,12 +51,7 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown option {other}; {USAGE}")),
         }
     }
-    Ok(Args {
-        command,
-        format: format.ok_or("--format is required")?,
-        path: path.ok_or("--path is required")?,
-        hex,
-    })
+    Ok(Args { command, format: format.ok_or("--format is required")?, path: path.ok_or("--path is required")?, hex })
 }
 
 fn run() -> Result<String, String> {

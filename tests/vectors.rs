@@ -179,8 +179,9 @@ fn rfc8428_example_is_valid_cbor_but_not_lwm2m() {
     let rfc = records_json::unhex("87a721781b75726e3a6465763a6f773a3130653230373361303130383030363a22fb41d303a15b00106223614120050067766f6c7461676501615602fb405e066666666666a3006763757272656e74062402fb3ff3333333333333a3006763757272656e74062302fb3ff4cccccccccccda3006763757272656e74062202fb3ff6666666666666a3006763757272656e74062102f93e00a3006763757272656e74062002fb3ff999999999999aa3006763757272656e74060002fb3ffb333333333333").unwrap();
     let value: ciborium::Value = ciborium::de::from_reader(rfc.as_slice()).unwrap();
     assert_eq!(value.as_array().unwrap().len(), 7);
-    let error = codec::decode(ContentFormat::SenmlCbor, &Path::ROOT, &rfc, &Registry::default(), &DecodeOptions::default())
-        .unwrap_err();
+    let error =
+        codec::decode(ContentFormat::SenmlCbor, &Path::ROOT, &rfc, &Registry::default(), &DecodeOptions::default())
+            .unwrap_err();
     assert_eq!(error.offset, 1, "{error}");
     assert!(matches!(error.kind, codec::DecodeErrorKind::InvalidPath(_)), "{error}");
 }

@@ -53,20 +53,14 @@ pub fn unhex(text: &str) -> Result<Vec<u8>, String> {
     }
     (0..text.len())
         .step_by(2)
-        .map(|i| {
-            u8::from_str_radix(&text[i..i + 2], 16).map_err(|_| format!("invalid hex digit at character {i}"))
-        })
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).map_err(|_| format!("invalid hex digit at character {i}")))
         .collect()
 }
 
 /// Records from the JSON array `inspect encode` reads.
 pub fn records_from_json(json: &Json) -> Result<Vec<Record<'static>>, String> {
     let items = json.as_array().ok_or("expected a JSON array of records")?;
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| record_from_json(item).map_err(|e| format!("record {i}: {e}")))
-        .collect()
+    items.iter().enumerate().map(|(i, item)| record_from_json(item).map_err(|e| format!("record {i}: {e}"))).collect()
 }
 
 fn record_from_json(item: &Json) -> Result<Record<'static>, String> {

@@ -43,7 +43,12 @@ pub fn decode<'a>(
 ///
 /// # Errors
 /// [`EncodeError`] when the record's type is not the model's.
-pub fn encode<B: BufMut>(path: &Path, record: &Record<'_>, registry: &Registry, buf: &mut B) -> Result<(), EncodeError> {
+pub fn encode<B: BufMut>(
+    path: &Path,
+    record: &Record<'_>,
+    registry: &Registry,
+    buf: &mut B,
+) -> Result<(), EncodeError> {
     super::check_record(path, record, registry)?;
     cbor_util::put_leaf(buf, &record.value);
     Ok(())

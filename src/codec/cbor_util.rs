@@ -70,9 +70,9 @@ impl Number {
         match data_type {
             None => Ok(match self {
                 Number::Unsigned(u) => i64::try_from(u).map_or(Value::UnsignedInteger(u), Value::Integer),
-                Number::Negative(n) => Value::Integer(
-                    i64::try_from(-1 - i128::from(n)).map_err(|_| out_of_range(DataType::Integer))?,
-                ),
+                Number::Negative(n) => {
+                    Value::Integer(i64::try_from(-1 - i128::from(n)).map_err(|_| out_of_range(DataType::Integer))?)
+                }
                 Number::Float(f) => Value::Float(f),
             }),
             Some(DataType::Integer) => {
@@ -121,6 +121,9 @@ impl<'a> WireValue<'a> {
     /// Types the wire value through the model (`None`: unknown resource).
     pub(crate) fn typed(self, data_type: Option<DataType>) -> Result<Value<'a>, Kind> {
         let found = self.name();
+        if data_type == Some(DataType::None) {
+            return Err(Kind::ExecutableResource);
+        }
         match (data_type, self) {
             (_, WireValue::Number(n)) => n.typed(data_type),
             (None | Some(DataType::String), WireValue::Text(s)) => Ok(Value::String(s)),
@@ -128,7 +131,8 @@ impl<'a> WireValue<'a> {
             (None | Some(DataType::Opaque), WireValue::Bytes(b)) => Ok(Value::Opaque(b)),
             (None | Some(DataType::Boolean), WireValue::Boolean(b)) => Ok(Value::Boolean(b)),
             // Leshan sends object links as `vs`; LwM2M-CBOR always carries them as text.
-            (None | Some(DataType::Objlnk), WireValue::ObjectLink(s)) | (Some(DataType::Objlnk), WireValue::Text(s)) => {
+            (None | Some(DataType::Objlnk), WireValue::ObjectLink(s))
+            | (Some(DataType::Objlnk), WireValue::Text(s)) => {
                 s.parse::<ObjectLink>().map(Value::Objlnk).map_err(|_| Kind::InvalidField("object link"))
             }
             (Some(DataType::None), _) => Err(Kind::ExecutableResource),
@@ -283,7 +287,14 @@ impl<'a> Reader<'a> {
         let integer = |r: &mut Self| -> Result<i128, DecodeError> {
             let at = r.position();
             match r.datatype()? {
-                Type::U8 | Type::U16 | Type::U32 | Type::U64 | Type::I8 | Type::I16 | Type::I32 | Type::I64
+                Type::U8
+                | Type::U16
+                | Type::U32
+                | Type::U64
+                | Type::I8
+                | Type::I16
+                | Type::I32
+                | Type::I64
                 | Type::Int => {
                     let v = r.d.int();
                     r.wrap(at, v).map(i128::from)

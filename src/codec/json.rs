@@ -170,10 +170,13 @@ impl<'a> JsonReader<'a> {
     }
 
     fn hex4(&mut self) -> Result<u32, DecodeError> {
-        let digits = self.bytes.get(self.pos..self.pos + 4).ok_or(DecodeError::new(self.bytes.len(), Kind::Truncated))?;
+        let digits =
+            self.bytes.get(self.pos..self.pos + 4).ok_or(DecodeError::new(self.bytes.len(), Kind::Truncated))?;
         let mut v = 0u32;
         for (i, &d) in digits.iter().enumerate() {
-            let n = (d as char).to_digit(16).ok_or(DecodeError::new(self.pos + i, Kind::InvalidJson("invalid \\u escape")))?;
+            let n = (d as char)
+                .to_digit(16)
+                .ok_or(DecodeError::new(self.pos + i, Kind::InvalidJson("invalid \\u escape")))?;
             v = (v << 4) | n;
         }
         self.pos += 4;

@@ -24,10 +24,10 @@ use alloc::vec::Vec;
 use bytes::BufMut;
 use minicbor::data::Type;
 
-use super::cbor_util::{self, MAJOR_ARRAY, MAJOR_MAP, MAJOR_UNSIGNED, Reader};
-use super::{DecodeError, DecodeErrorKind as Kind, DecodeOptions, EncodeError};
 #[cfg(doc)]
 use super::DecodeErrorKind;
+use super::cbor_util::{self, MAJOR_ARRAY, MAJOR_MAP, MAJOR_UNSIGNED, Reader};
+use super::{DecodeError, DecodeErrorKind as Kind, DecodeOptions, EncodeError};
 use crate::model::{ContentFormat, MAX_ID, Path, PathError, Record, Registry};
 
 struct Decoder<'a, 'r, 'o> {
@@ -100,9 +100,8 @@ impl<'a> Decoder<'a, '_, '_> {
                 }
                 let value_offset = self.reader.position();
                 let wire = self.reader.leaf()?;
-                let value = wire
-                    .typed(self.registry.data_type(&path))
-                    .map_err(|kind| DecodeError::new(value_offset, kind))?;
+                let value =
+                    wire.typed(self.registry.data_type(&path)).map_err(|kind| DecodeError::new(value_offset, kind))?;
                 self.out.push(Record::new(path, value));
                 Ok(())
             }
@@ -142,8 +141,7 @@ impl<'a> Decoder<'a, '_, '_> {
         if id > u64::from(MAX_ID) {
             return Err(DecodeError::new(at, Kind::InvalidPath(PathError::IdOutOfRange { offset: at })));
         }
-        path.child(id as u16)
-            .ok_or(DecodeError::new(key_offset, Kind::InvalidPath(PathError::TooDeep { offset: at })))
+        path.child(id as u16).ok_or(DecodeError::new(key_offset, Kind::InvalidPath(PathError::TooDeep { offset: at })))
     }
 }
 
@@ -152,7 +150,12 @@ impl<'a> Decoder<'a, '_, '_> {
 /// # Errors
 /// [`EncodeError`] when a record lies outside `path` or above resource level,
 /// has a type the model does not give it, carries a time, or repeats a path.
-pub fn encode<B: BufMut>(path: &Path, records: &[Record<'_>], registry: &Registry, buf: &mut B) -> Result<(), EncodeError> {
+pub fn encode<B: BufMut>(
+    path: &Path,
+    records: &[Record<'_>],
+    registry: &Registry,
+    buf: &mut B,
+) -> Result<(), EncodeError> {
     let sorted = super::tree_records(ContentFormat::Lwm2mCbor, path, records, registry)?;
     if sorted.is_empty() {
         cbor_util::put_head(buf, MAJOR_MAP, 0);

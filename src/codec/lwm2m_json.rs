@@ -195,14 +195,19 @@ fn number(reader: &mut JsonReader<'_>, what: &'static str) -> Result<Number, Dec
 /// [`EncodeError`] when a record lies outside `path`, has a type the model does
 /// not give it, or holds a non-finite number; `/` is unsupported (LwM2M JSON has
 /// no composite form).
-pub fn encode<B: BufMut>(path: &Path, records: &[Record<'_>], registry: &Registry, buf: &mut B) -> Result<(), EncodeError> {
+pub fn encode<B: BufMut>(
+    path: &Path,
+    records: &[Record<'_>],
+    registry: &Registry,
+    buf: &mut B,
+) -> Result<(), EncodeError> {
     if path.is_root() {
         return Err(EncodeError::UnsupportedPath { format: ContentFormat::Lwm2mJson, path: *path });
     }
     for record in records {
         super::check_record(path, record, registry)?;
-        let non_finite = matches!(record.value, Value::Float(f) if !f.is_finite())
-            || record.time.is_some_and(|t| !t.is_finite());
+        let non_finite =
+            matches!(record.value, Value::Float(f) if !f.is_finite()) || record.time.is_some_and(|t| !t.is_finite());
         if non_finite {
             return Err(EncodeError::NonFinite(record.path));
         }

@@ -182,7 +182,11 @@ pub fn encode_paths<B: BufMut>(format: ContentFormat, paths: &[Path], buf: &mut 
     }
 }
 
-fn single<'r, 'a>(format: ContentFormat, path: &Path, records: &'r [Record<'a>]) -> Result<&'r Record<'a>, EncodeError> {
+fn single<'r, 'a>(
+    format: ContentFormat,
+    path: &Path,
+    records: &'r [Record<'a>],
+) -> Result<&'r Record<'a>, EncodeError> {
     if !path.is_value_path() {
         return Err(EncodeError::UnsupportedPath { format, path: *path });
     }

@@ -27,7 +27,12 @@ pub fn decode<'a>(path: &Path, bytes: &'a [u8], registry: &Registry) -> Result<R
 ///
 /// # Errors
 /// [`EncodeError::UnsupportedValue`] for any value but opaque.
-pub fn encode<B: BufMut>(path: &Path, record: &Record<'_>, registry: &Registry, buf: &mut B) -> Result<(), EncodeError> {
+pub fn encode<B: BufMut>(
+    path: &Path,
+    record: &Record<'_>,
+    registry: &Registry,
+    buf: &mut B,
+) -> Result<(), EncodeError> {
     super::check_record(path, record, registry)?;
     match &record.value {
         Value::Opaque(bytes) => {

@@ -134,9 +134,7 @@ fn read_key(reader: &mut Reader<'_>) -> Result<Key, DecodeError> {
             let key = reader.number()?;
             match key {
                 cbor_util::Number::Unsigned(k) => i64::try_from(k).ok().and_then(Label::from_cbor_key),
-                cbor_util::Number::Negative(k) => {
-                    i64::try_from(k).ok().and_then(|k| Label::from_cbor_key(-1 - k))
-                }
+                cbor_util::Number::Negative(k) => i64::try_from(k).ok().and_then(|k| Label::from_cbor_key(-1 - k)),
                 cbor_util::Number::Float(_) => None,
             }
             .map_or(Key::Unknown, Key::Label)
@@ -153,7 +151,11 @@ fn read_key(reader: &mut Reader<'_>) -> Result<Key, DecodeError> {
     })
 }
 
-fn read_field<'a>(reader: &mut Reader<'a>, raw: &mut RawRecord<'a>, options: &DecodeOptions) -> Result<(), DecodeError> {
+fn read_field<'a>(
+    reader: &mut Reader<'a>,
+    raw: &mut RawRecord<'a>,
+    options: &DecodeOptions,
+) -> Result<(), DecodeError> {
     let key_offset = reader.position();
     let label = match read_key(reader)? {
         Key::Label(label) => label,
@@ -169,7 +171,11 @@ fn read_field<'a>(reader: &mut Reader<'a>, raw: &mut RawRecord<'a>, options: &De
     match label {
         Label::BaseVersion => {
             let t = reader.datatype()?;
-            expect(reader, "bver (expected an unsigned integer)", matches!(t, Type::U8 | Type::U16 | Type::U32 | Type::U64))?;
+            expect(
+                reader,
+                "bver (expected an unsigned integer)",
+                matches!(t, Type::U8 | Type::U16 | Type::U32 | Type::U64),
+            )?;
             raw.version = Some(reader.u64()?);
         }
         Label::BaseName => {
@@ -198,7 +204,11 @@ fn read_field<'a>(reader: &mut Reader<'a>, raw: &mut RawRecord<'a>, options: &De
             raw.value = Some(WireValue::Boolean(value));
         }
         Label::DataValue => {
-            expect(reader, "vd (expected a byte string)", matches!(reader.datatype()?, Type::Bytes | Type::BytesIndef))?;
+            expect(
+                reader,
+                "vd (expected a byte string)",
+                matches!(reader.datatype()?, Type::Bytes | Type::BytesIndef),
+            )?;
             raw.value = Some(WireValue::Bytes(reader.bytes()?));
         }
         Label::BaseUnit | Label::Unit => {
@@ -323,7 +333,12 @@ impl core::fmt::Write for LinkText {
 /// # Errors
 /// [`EncodeError`] when a record lies outside `path` or above resource level,
 /// has a type the model does not give it, or has no time after timed records.
-pub fn encode<B: BufMut>(path: &Path, records: &[Record<'_>], registry: &Registry, buf: &mut B) -> Result<(), EncodeError> {
+pub fn encode<B: BufMut>(
+    path: &Path,
+    records: &[Record<'_>],
+    registry: &Registry,
+    buf: &mut B,
+) -> Result<(), EncodeError> {
     senml::encode(ContentFormat::SenmlCbor, &mut CborWriter, path, records, registry, buf)
 }
 

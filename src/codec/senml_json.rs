@@ -257,7 +257,12 @@ impl<B: BufMut> senml::Writer<B> for JsonWriter {
 /// [`EncodeError`] when a record lies outside `path` or above resource level,
 /// has a type the model does not give it, holds a non-finite float (JSON has
 /// none), or has no time after timed records.
-pub fn encode<B: BufMut>(path: &Path, records: &[Record<'_>], registry: &Registry, buf: &mut B) -> Result<(), EncodeError> {
+pub fn encode<B: BufMut>(
+    path: &Path,
+    records: &[Record<'_>],
+    registry: &Registry,
+    buf: &mut B,
+) -> Result<(), EncodeError> {
     senml::encode(ContentFormat::SenmlJson, &mut JsonWriter, path, records, registry, buf)
 }
 

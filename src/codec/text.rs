@@ -59,9 +59,9 @@ pub fn decode<'a>(path: &Path, bytes: &'a [u8], registry: &Registry) -> Result<R
             _ => return Err(invalid(DataType::Boolean)),
         },
         Some(DataType::Objlnk) => Value::Objlnk(text.parse::<ObjectLink>().map_err(|_| invalid(DataType::Objlnk))?),
-        Some(DataType::Opaque) => Value::Opaque(Cow::Owned(
-            base64::decode(bytes).map_err(|i| DecodeError::new(i, Kind::InvalidBase64))?,
-        )),
+        Some(DataType::Opaque) => {
+            Value::Opaque(Cow::Owned(base64::decode(bytes).map_err(|i| DecodeError::new(i, Kind::InvalidBase64))?))
+        }
         Some(DataType::None) => return Err(DecodeError::new(0, Kind::ExecutableResource)),
     };
     Ok(Record::new(*path, value))
@@ -80,7 +80,12 @@ fn parse_integer(text: &str) -> Option<i64> {
 /// # Errors
 /// [`EncodeError`] when the record's type is not the model's or a float is not
 /// finite.
-pub fn encode<B: BufMut>(path: &Path, record: &Record<'_>, registry: &Registry, buf: &mut B) -> Result<(), EncodeError> {
+pub fn encode<B: BufMut>(
+    path: &Path,
+    record: &Record<'_>,
+    registry: &Registry,
+    buf: &mut B,
+) -> Result<(), EncodeError> {
     super::check_record(path, record, registry)?;
     match &record.value {
         Value::Integer(v) | Value::Time(v) => json::put_i64(buf, *v),

@@ -37,9 +37,22 @@ struct Header {
     value_end: usize,
 }
 
+/// Reads the header at `pos` of a TLV that must end by `end` (the end of the
+/// payload or of the enclosing container).
 fn read_header(bytes: &[u8], pos: usize, end: usize) -> Result<Header, DecodeError> {
-    let truncated = |at: usize| DecodeError::new(at, Kind::Truncated);
-    let type_byte = *bytes.get(pos).filter(|_| pos < end).ok_or(truncated(pos))?;
+    // A child running past its container's end is a container-length error; past
+    // the payload's end, a truncation.
+    let overrun = |at: usize| {
+        if end < bytes.len() {
+            DecodeError::new(pos, Kind::ContainerLength)
+        } else {
+            DecodeError::new(at, Kind::Truncated)
+        }
+    };
+    let type_byte = match bytes.get(pos) {
+        Some(&b) if pos < end => b,
+        _ => return Err(overrun(pos)),
+    };
     let kind = match type_byte >> 6 {
         0b00 => TlvKind::ObjectInstance,
         0b01 => TlvKind::ResourceInstance,
@@ -50,20 +63,16 @@ fn read_header(bytes: &[u8], pos: usize, end: usize) -> Result<Header, DecodeErr
     let length_len = usize::from((type_byte >> 3) & 0x03);
     let header_end = pos + 1 + id_len + length_len;
     if header_end > end {
-        return Err(truncated(end.min(bytes.len())));
+        return Err(overrun(end));
     }
-    let id = if id_len == 2 {
-        u16::from_be_bytes([bytes[pos + 1], bytes[pos + 2]])
-    } else {
-        u16::from(bytes[pos + 1])
-    };
+    let id = if id_len == 2 { u16::from_be_bytes([bytes[pos + 1], bytes[pos + 2]]) } else { u16::from(bytes[pos + 1]) };
     let length = if length_len == 0 {
         usize::from(type_byte & 0x07)
     } else {
         bytes[pos + 1 + id_len..header_end].iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
     };
     if length > end - header_end {
-        return Err(truncated(end));
+        return Err(overrun(end));
     }
     Ok(Header { kind, id, start: pos, value_start: header_end, value_end: header_end + length })
 }
@@ -306,7 +315,12 @@ pub fn decode_value(data_type: Option<DataType>, value: &[u8], offset: usize) ->
 /// [`EncodeError`] when a record lies outside `path`, has a type the model does
 /// not give it, carries a time, repeats a path, or a value exceeds 16 MiB;
 /// [`EncodeError::UnsupportedPath`] for `/` (TLV has no composite form).
-pub fn encode<B: BufMut>(path: &Path, records: &[Record<'_>], registry: &Registry, buf: &mut B) -> Result<(), EncodeError> {
+pub fn encode<B: BufMut>(
+    path: &Path,
+    records: &[Record<'_>],
+    registry: &Registry,
+    buf: &mut B,
+) -> Result<(), EncodeError> {
     let sorted = super::tree_records(ContentFormat::Tlv, path, records, registry)?;
     for record in &sorted {
         let length = value_length(&record.value);

@@ -3,8 +3,8 @@
 //! Resource tables follow the OMA LwM2M registry (`1.xml`, `3.xml`, `5.xml` and the
 //! /5 version history 1.0, 1.1, 1.2).
 
-use super::definition::{ObjectDef, ObjectVersion, Operations as Op, ResourceDef as R, ValueRange};
 use super::DataType as T;
+use super::definition::{ObjectDef, ObjectVersion, Operations as Op, ResourceDef as R, ValueRange};
 
 const fn int_range(min: i64, max: i64) -> ValueRange {
     ValueRange::Integer { min, max }
@@ -134,8 +134,7 @@ static SERVER_TABLE: [R; 28] = [
     R::new(16, "Bootstrap on Registration Failure", Op::READ_WRITE, T::Boolean, false, false),
     R::new(17, "Communication Retry Count", Op::READ_WRITE, T::UnsignedInteger, false, false),
     R::new(18, "Communication Retry Timer", Op::READ_WRITE, T::UnsignedInteger, false, false).with_units("s"),
-    R::new(19, "Communication Sequence Delay Timer", Op::READ_WRITE, T::UnsignedInteger, false, false)
-        .with_units("s"),
+    R::new(19, "Communication Sequence Delay Timer", Op::READ_WRITE, T::UnsignedInteger, false, false).with_units("s"),
     R::new(20, "Communication Sequence Retry Count", Op::READ_WRITE, T::UnsignedInteger, false, false),
     R::new(21, "Trigger", Op::READ_WRITE, T::Boolean, false, false),
     R::new(22, "Preferred Transport", Op::READ_WRITE, T::String, false, false),
