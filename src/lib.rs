@@ -40,5 +40,10 @@
 
 extern crate alloc;
 
+// The README's code runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub mod codec;
 pub mod model;

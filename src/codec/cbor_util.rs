@@ -39,7 +39,7 @@ impl Number {
             Number::Float(f) => {
                 // Integral floats stand for integers (RFC 8428: "chosen so that
                 // conversion gives the same value").
-                if f.is_finite() && f.trunc() == f && f.abs() < 1.9e19 { Some(f as i128) } else { None }
+                if f.is_finite() && trunc(f) == f && f.abs() < 1.9e19 { Some(f as i128) } else { None }
             }
         }
     }
@@ -81,7 +81,7 @@ impl Number {
             }
             Some(DataType::Time) => {
                 let v = match self {
-                    Number::Float(f) if f.is_finite() => f.trunc() as i128,
+                    Number::Float(f) if f.is_finite() => trunc(f) as i128,
                     other => other.as_i128().ok_or(out_of_range(DataType::Time))?,
                 };
                 Ok(Value::Time(i64::try_from(v).map_err(|_| out_of_range(DataType::Time))?))
@@ -399,6 +399,12 @@ fn scale10(mantissa: f64, exponent: i32) -> f64 {
     if exponent < 0 { mantissa / power } else { mantissa * power }
 }
 
+/// `f64::trunc` without `std` (core has no float math on stable): values of
+/// magnitude 2^52 and above are already integral.
+pub(crate) fn trunc(f: f64) -> f64 {
+    if f.abs() < 4_503_599_627_370_496.0 { (f as i64) as f64 } else { f }
+}
+
 /// Writes a CBOR head in its shortest form.
 pub(crate) fn put_head<B: BufMut>(buf: &mut B, major: u8, value: u64) {
     let major = major << 5;
@@ -492,7 +498,7 @@ pub(crate) fn f64_to_f16_exact(v: f64) -> Option<u16> {
     if (-24..-14).contains(&exponent) {
         // Subnormal binary16: a multiple of 2^-24 below 2^-14.
         let scaled = v.abs() * 16_777_216.0; // 2^24
-        if scaled.fract() == 0.0 && scaled >= 1.0 && scaled < 1024.0 {
+        if trunc(scaled) == scaled && (1.0..1024.0).contains(&scaled) {
             return Some(sign | scaled as u16);
         }
     }

@@ -6,7 +6,7 @@ use alloc::borrow::Cow;
 use alloc::string::String;
 use bytes::BufMut;
 
-use super::cbor_util::Number;
+use super::cbor_util::{self, Number};
 use super::{DecodeError, DecodeErrorKind as Kind};
 
 pub(crate) struct JsonReader<'a> {
@@ -381,7 +381,7 @@ pub(crate) fn put_f64<B: BufMut>(buf: &mut B, v: f64) {
 
 /// A time: an integer when it is one, else a float.
 pub(crate) fn put_time<B: BufMut>(buf: &mut B, v: f64) {
-    if v.trunc() == v && v.abs() < 9.0e15 {
+    if cbor_util::trunc(v) == v && v.abs() < 9.0e15 {
         put_i64(buf, v as i64);
     } else {
         put_f64(buf, v);

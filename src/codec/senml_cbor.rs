@@ -260,7 +260,7 @@ impl<B: BufMut> senml::Writer<B> for CborWriter {
 
 /// A time: an integer when it is one, else the shortest exact float.
 fn put_number<B: BufMut>(buf: &mut B, v: f64) {
-    if v.trunc() == v && v.abs() < 9.0e15 {
+    if cbor_util::trunc(v) == v && v.abs() < 9.0e15 {
         cbor_util::put_i64(buf, v as i64);
     } else {
         cbor_util::put_float(buf, v);
