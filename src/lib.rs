@@ -4,6 +4,7 @@
 //!
 //! | module | what it owns | needs `std`? |
 //! |---|---|---|
+//! | [`device`] | the Firmware Update object (/5) state machine as a device runs it | no (`alloc`) |
 //! | [`codec`] | TLV, SenML-CBOR, SenML-JSON, LwM2M-CBOR, plain text, opaque and single-value CBOR | no (`alloc`) |
 //! | [`model`] | paths, values, content formats, object and resource definitions (/1, /3, /5 built in) | no (`alloc`) |
 //!
@@ -46,4 +47,5 @@ extern crate alloc;
 struct ReadmeDoctests;
 
 pub mod codec;
+pub mod device;
 pub mod model;
