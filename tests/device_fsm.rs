@@ -17,7 +17,7 @@ const T0: Instant = Instant::from_millis(1_000);
 fn config(version: ObjectVersion) -> FirmwareUpdateConfig {
     FirmwareUpdateConfig {
         version,
-        protocols: vec![Protocol::Coap, Protocol::Http],
+        protocols: [Protocol::Coap, Protocol::Http].into_iter().collect(),
         delivery: DeliveryMethod::Both,
         max_package_size: 4096,
         ..FirmwareUpdateConfig::default()

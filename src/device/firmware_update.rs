@@ -11,8 +11,8 @@ use core::time::Duration;
 use super::uri::{self, UriProblem};
 use crate::codec::{self, EncodeError};
 use crate::model::{
-    ContentFormat, DeliveryMethod, Instant, ObjectVersion, Path, Protocol, Record, Registry, ResponseCode, State,
-    UpdateResult, Value,
+    ContentFormat, DeliveryMethod, Instant, ObjectVersion, Path, Protocol, ProtocolSet, Record, Registry, ResponseCode,
+    State, UpdateResult, Value,
 };
 
 /// How a device's firmware sets up its /5 object.
@@ -22,7 +22,7 @@ pub struct FirmwareUpdateConfig {
     /// Object version: 1.0 (resources 0–3, 5–9), 1.1 (adds 10–13), 1.2 (adds 14).
     pub version: ObjectVersion,
     /// `/5/0/8`: the download protocols the device implements for pull.
-    pub protocols: Vec<Protocol>,
+    pub protocols: ProtocolSet,
     /// `/5/0/9`: pull, push or both.
     pub delivery: DeliveryMethod,
     /// Largest image the device can store; a larger one gives Update Result 2.
@@ -43,7 +43,7 @@ impl Default for FirmwareUpdateConfig {
     fn default() -> FirmwareUpdateConfig {
         FirmwareUpdateConfig {
             version: ObjectVersion::V1_1,
-            protocols: alloc::vec![Protocol::Coap, Protocol::Http],
+            protocols: ProtocolSet::EMPTY.with(Protocol::Coap).with(Protocol::Http),
             delivery: DeliveryMethod::Both,
             max_package_size: 16 * 1024 * 1024,
             user_deferral: None,
@@ -492,7 +492,7 @@ impl FirmwareUpdate {
         self.set_uri(uri);
         // Errors go to Update Result; the Write itself succeeds (TS resource 5 text).
         let checked = if self.config.delivery.allows_pull() {
-            uri::check(uri, &self.config.protocols)
+            uri::check(uri, self.config.protocols)
         } else {
             Err(UriProblem::UnsupportedScheme)
         };

@@ -1,6 +1,6 @@
 //! The Package URI checks a device makes before it starts a pull download.
 
-use crate::model::Protocol;
+use crate::model::{Protocol, ProtocolSet};
 
 /// Why a Package URI cannot be downloaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,7 +14,7 @@ pub(crate) enum UriProblem {
 /// Checks `uri` as RFC 3986 requires of what a download needs: a scheme, `//`,
 /// a non-empty host, and no characters a URI cannot hold; then that the scheme
 /// names one of `supported`.
-pub(crate) fn check(uri: &str, supported: &[Protocol]) -> Result<Protocol, UriProblem> {
+pub(crate) fn check(uri: &str, supported: ProtocolSet) -> Result<Protocol, UriProblem> {
     let (scheme, rest) = uri.split_once(':').ok_or(UriProblem::Malformed)?;
     let mut scheme_chars = scheme.chars();
     let scheme_ok = scheme_chars.next().is_some_and(|c| c.is_ascii_alphabetic())
@@ -47,14 +47,16 @@ pub(crate) fn check(uri: &str, supported: &[Protocol]) -> Result<Protocol, UriPr
         return Err(UriProblem::Malformed);
     }
     let protocol = Protocol::from_scheme(scheme).ok_or(UriProblem::UnsupportedScheme)?;
-    if supported.contains(&protocol) { Ok(protocol) } else { Err(UriProblem::UnsupportedScheme) }
+    if supported.contains(protocol) { Ok(protocol) } else { Err(UriProblem::UnsupportedScheme) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const ALL: &[Protocol] = &Protocol::ALL;
+    fn all() -> ProtocolSet {
+        Protocol::ALL.into_iter().collect()
+    }
 
     #[test]
     fn accepts_download_uris() {
@@ -66,7 +68,7 @@ mod tests {
             "coaps+tcp://h/",
             "COAP://h",
         ] {
-            assert!(check(uri, ALL).is_ok(), "{uri}");
+            assert!(check(uri, all()).is_ok(), "{uri}");
         }
     }
 
@@ -83,14 +85,14 @@ mod tests {
             "coap://[::1/x",
             "coap://h:80x/",
         ] {
-            assert_eq!(check(uri, ALL), Err(UriProblem::Malformed), "{uri}");
+            assert_eq!(check(uri, all()), Err(UriProblem::Malformed), "{uri}");
         }
     }
 
     #[test]
     fn rejects_unlisted_schemes() {
-        assert_eq!(check("ftp://h/x", ALL), Err(UriProblem::UnsupportedScheme));
-        assert_eq!(check("http://h/x", &[Protocol::Coap]), Err(UriProblem::UnsupportedScheme));
-        assert_eq!(check("coap://h/x", &[Protocol::Coap]), Ok(Protocol::Coap));
+        assert_eq!(check("ftp://h/x", all()), Err(UriProblem::UnsupportedScheme));
+        assert_eq!(check("http://h/x", ProtocolSet::EMPTY.with(Protocol::Coap)), Err(UriProblem::UnsupportedScheme));
+        assert_eq!(check("coap://h/x", ProtocolSet::EMPTY.with(Protocol::Coap)), Ok(Protocol::Coap));
     }
 }

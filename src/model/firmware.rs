@@ -218,6 +218,50 @@ impl Protocol {
     }
 }
 
+/// A set of [`Protocol`]s (the instances of `/5/0/8`), stored as bits.
+///
+/// ```
+/// use lwm2m_fota::model::{Protocol, ProtocolSet};
+/// let set = ProtocolSet::from_iter([Protocol::Coap, Protocol::Http]);
+/// assert!(set.contains(Protocol::Http) && !set.contains(Protocol::Https));
+/// assert_eq!(set.iter().collect::<Vec<_>>(), [Protocol::Coap, Protocol::Http]);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
+pub struct ProtocolSet(u8);
+
+impl ProtocolSet {
+    /// No protocol.
+    pub const EMPTY: ProtocolSet = ProtocolSet(0);
+
+    /// The set with `protocol` added.
+    pub const fn with(self, protocol: Protocol) -> ProtocolSet {
+        ProtocolSet(self.0 | (1 << protocol.code()))
+    }
+
+    /// True when `protocol` is in the set.
+    pub const fn contains(self, protocol: Protocol) -> bool {
+        self.0 & (1 << protocol.code()) != 0
+    }
+
+    /// True when the set is empty.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The protocols in wire order.
+    pub fn iter(self) -> impl Iterator<Item = Protocol> {
+        Protocol::ALL.into_iter().filter(move |p| self.contains(*p))
+    }
+}
+
+impl FromIterator<Protocol> for ProtocolSet {
+    fn from_iter<I: IntoIterator<Item = Protocol>>(iter: I) -> ProtocolSet {
+        iter.into_iter().fold(ProtocolSet::EMPTY, ProtocolSet::with)
+    }
+}
+
 /// `/5/0/9` Firmware Update Delivery Method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]

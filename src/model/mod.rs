@@ -13,7 +13,7 @@ pub use content_format::{ContentFormat, UnknownContentFormat};
 pub use definition::{
     DefinitionError, ObjectDef, ObjectVersion, ObjectVersionError, Operations, Registry, ResourceDef, ValueRange,
 };
-pub use firmware::{DeliveryMethod, Protocol, ResponseCode, State, UpdateResult};
+pub use firmware::{DeliveryMethod, Protocol, ProtocolSet, ResponseCode, State, UpdateResult};
 pub use path::{MAX_ID, Path, PathError};
 pub use time::Instant;
 pub use value::{DataType, ObjectLink, ObjectLinkError, Record, SENML_RELATIVE_TIME_LIMIT, Value};
