@@ -5,6 +5,7 @@ pub mod builtin;
 mod content_format;
 mod definition;
 mod firmware;
+mod operation;
 mod path;
 mod time;
 mod value;
@@ -14,6 +15,10 @@ pub use definition::{
     DefinitionError, ObjectDef, ObjectVersion, ObjectVersionError, Operations, Registry, ResourceDef, ValueRange,
 };
 pub use firmware::{DeliveryMethod, Protocol, ProtocolSet, ResponseCode, State, UpdateResult};
+pub use operation::{
+    Attributes, Block, ClientMessage, LinkFormatError, Lwm2mVersion, ObjectLinks, Operation, Registration, RequestId,
+    format_object_links, parse_object_links,
+};
 pub use path::{MAX_ID, Path, PathError};
 pub use time::Instant;
 pub use value::{DataType, ObjectLink, ObjectLinkError, Record, SENML_RELATIVE_TIME_LIMIT, Value};
