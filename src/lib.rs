@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | [`device`] | the Firmware Update object (/5) state machine as a device runs it | no (`alloc`) |
 //! | [`codec`] | TLV, SenML-CBOR, SenML-JSON, LwM2M-CBOR, plain text, opaque and single-value CBOR | no (`alloc`) |
+//! | `sim` (feature `sim`) | deterministic simulated devices and a lossy, delaying network | yes |
 //! | [`model`] | paths, values, content formats, object and resource definitions (/1, /3, /5 built in) | no (`alloc`) |
 //!
 //! Nothing in the crate performs I/O, reads a clock or spawns a thread: callers feed
@@ -49,3 +50,5 @@ struct ReadmeDoctests;
 pub mod codec;
 pub mod device;
 pub mod model;
+#[cfg(feature = "sim")]
+pub mod sim;

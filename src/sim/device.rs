@@ -1,0 +1,653 @@
+//! A simulated LwM2M device: the /5 object of [`crate::device`], a minimal /3,
+//! registration, observations and Send, behaving as its [`Profile`] says, in
+//! virtual time.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::Rng;
+use super::profile::{Profile, SendMode};
+use crate::codec::{self, DecodeOptions};
+use crate::device::{FirmwareEvent, FirmwareUpdate, FirmwareUpdateConfig, PackageBlock, PackageError, PackageSink};
+use crate::model::{
+    Attributes, ClientMessage, ContentFormat, DeliveryMethod, Instant, Lwm2mVersion, ObjectLinks, ObjectVersion,
+    Operation, Path, Protocol, Record, Registration, Registry, RequestId, ResponseCode, State, UpdateResult, Value,
+};
+
+/// The first line of a firmware image names its version:
+/// `lwm2m-fota-image version=<v>`.
+pub const IMAGE_HEADER: &str = "lwm2m-fota-image version=";
+
+/// The version an image's first line names, if it has that line.
+///
+/// ```
+/// use lwm2m_fota::sim::image_version;
+/// assert_eq!(image_version(b"lwm2m-fota-image version=2.1.0\nrest"), Some("2.1.0".to_string()));
+/// assert_eq!(image_version(b"\x7fELF"), None);
+/// ```
+pub fn image_version(head: &[u8]) -> Option<String> {
+    let line = head.split(|&b| b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
+    let version = line.strip_prefix(IMAGE_HEADER)?.trim();
+    (!version.is_empty()).then(|| version.to_string())
+}
+
+/// An image of `size` bytes (at least its header line) naming `version`.
+pub fn image_bytes(version: &str, size: usize) -> Vec<u8> {
+    let mut image = format!("{IMAGE_HEADER}{version}\n").into_bytes();
+    let mut filler = Rng::new(size as u64);
+    while image.len() < size {
+        image.push(filler.next_u64() as u8);
+    }
+    image
+}
+
+/// An image a simulated device can download from a Package URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimImage {
+    /// Size in bytes.
+    pub size: u64,
+    /// The version its header names (None: no header, Update Result 6).
+    pub version: Option<String>,
+}
+
+/// The images reachable by URI in a simulation (the download servers).
+#[derive(Debug, Clone, Default)]
+pub struct ImageStore {
+    images: HashMap<String, SimImage>,
+}
+
+impl ImageStore {
+    /// An empty store.
+    pub fn new() -> ImageStore {
+        ImageStore::default()
+    }
+
+    /// Serves `image` at `uri`.
+    pub fn insert(&mut self, uri: impl Into<String>, image: SimImage) {
+        self.images.insert(uri.into(), image);
+    }
+
+    /// The image at `uri`.
+    pub fn get(&self, uri: &str) -> Option<&SimImage> {
+        self.images.get(uri)
+    }
+}
+
+/// Keeps a pushed image's head (for its version) and size, nothing else.
+#[derive(Debug, Clone, Default)]
+struct HeadSink {
+    head: Vec<u8>,
+}
+
+const HEAD_BYTES: usize = 128;
+
+impl PackageSink for HeadSink {
+    fn begin(&mut self, _total_size: Option<u64>) -> Result<(), PackageError> {
+        self.head.clear();
+        Ok(())
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), PackageError> {
+        if offset < HEAD_BYTES as u64 {
+            let take = (HEAD_BYTES - offset as usize).min(data.len());
+            self.head.truncate(offset as usize);
+            self.head.extend_from_slice(&data[..take]);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, _size: u64) -> Result<(), PackageError> {
+        image_version(&self.head).map(drop).ok_or(PackageError::UnsupportedPackageType)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Observation {
+    id: RequestId,
+    path: Path,
+    format: ContentFormat,
+    sequence: u32,
+    last_sent: Instant,
+    dirty: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum DownloadEnd {
+    Complete,
+    Fail(UpdateResult),
+}
+
+#[derive(Debug, Clone)]
+struct Download {
+    at: Instant,
+    end: DownloadEnd,
+    size: u64,
+    version: Option<String>,
+}
+
+/// One simulated device. Sans-I/O like everything else: feed it server
+/// requests with [`handle`](Self::handle) (only while [`reachable`](Self::reachable)),
+/// call [`handle_timeout`](Self::handle_timeout) at [`poll_timeout`](Self::poll_timeout),
+/// and take its uplinks from [`poll_message`](Self::poll_message).
+#[derive(Debug, Clone)]
+pub struct SimDevice {
+    id: u64,
+    profile: Profile,
+    firmware: FirmwareUpdate,
+    firmware_version: String,
+    sink: HeadSink,
+    rng: Rng,
+    /// Offline (booting or installing) until then.
+    offline_until: Option<Instant>,
+    installing: bool,
+    registered: bool,
+    registrations: u32,
+    next_update: Instant,
+    awake_until: Instant,
+    observations: Vec<Observation>,
+    attributes: Vec<(Path, Attributes)>,
+    download: Option<Download>,
+    pending_version: Option<String>,
+    reboot_at: Option<Instant>,
+    outbox: VecDeque<ClientMessage>,
+}
+
+const SOFTWARE_VERSION: &str = "lwm2m-fota-sim";
+const BOOT_TIME: Duration = Duration::from_secs(5);
+
+impl SimDevice {
+    /// Device `id` running `firmware_version`, powered on at `now` (it registers
+    /// a few seconds later).
+    pub fn new(id: u64, profile: Profile, seed: u64, firmware_version: &str, now: Instant) -> SimDevice {
+        let mut rng = Rng::derive(seed, id);
+        let config = FirmwareUpdateConfig {
+            version: profile.firmware_object,
+            protocols: [Protocol::Coap, Protocol::Coaps, Protocol::Http, Protocol::Https].into_iter().collect(),
+            delivery: DeliveryMethod::Both,
+            max_package_size: 64 * 1024 * 1024,
+            user_deferral: None,
+            send_on_change: profile.send == SendMode::OnChange && profile.lwm2m_version >= Lwm2mVersion::V1_1,
+            unix_time_offset: 1_700_000_000,
+        };
+        let boot = Duration::from_millis(rng.below(5_000));
+        SimDevice {
+            id,
+            profile,
+            firmware: FirmwareUpdate::new(config),
+            firmware_version: firmware_version.to_string(),
+            sink: HeadSink::default(),
+            rng,
+            offline_until: Some(now + boot),
+            installing: false,
+            registered: false,
+            registrations: 0,
+            next_update: now,
+            awake_until: now,
+            observations: Vec::new(),
+            attributes: Vec::new(),
+            download: None,
+            pending_version: None,
+            reboot_at: None,
+            outbox: VecDeque::new(),
+        }
+    }
+
+    /// The device's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Its endpoint name.
+    pub fn endpoint(&self) -> String {
+        format!("sim-{}", self.id)
+    }
+
+    /// Its profile.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// `/3/0/3` Firmware Version.
+    pub fn firmware_version(&self) -> &str {
+        &self.firmware_version
+    }
+
+    /// The /5 object.
+    pub fn firmware(&self) -> &FirmwareUpdate {
+        &self.firmware
+    }
+
+    /// How many times it has registered.
+    pub fn registrations(&self) -> u32 {
+        self.registrations
+    }
+
+    /// True when a downlink sent now would reach the device: it is up,
+    /// registered, and (in queue mode) listening.
+    pub fn reachable(&self, now: Instant) -> bool {
+        self.offline_until.is_none() && self.registered && (!self.profile.queue_mode || now <= self.awake_until)
+    }
+
+    /// The next uplink to send.
+    pub fn poll_message(&mut self) -> Option<ClientMessage> {
+        self.outbox.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = self.offline_until;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        if self.offline_until.is_none() {
+            consider(self.registered.then_some(self.next_update));
+            consider(self.download.as_ref().map(|d| d.at));
+            consider(self.reboot_at);
+            consider(self.firmware.poll_timeout());
+            for observation in &self.observations {
+                let attributes = self.attributes_for(&observation.path);
+                if let Some(pmax) = attributes.pmax.filter(|p| *p > 0) {
+                    consider(Some(observation.last_sent + Duration::from_secs(u64::from(pmax))));
+                }
+                if observation.dirty {
+                    let pmin = u64::from(attributes.pmin.unwrap_or(0));
+                    consider(Some(observation.last_sent + Duration::from_secs(pmin)));
+                }
+            }
+        }
+        next
+    }
+
+    fn emit(&mut self, now: Instant, message: ClientMessage) {
+        self.awake_until = now + self.profile.awake_window;
+        self.outbox.push_back(message);
+    }
+
+    fn registration(&self) -> Registration {
+        let v1_1 = self.profile.lwm2m_version >= Lwm2mVersion::V1_1;
+        Registration {
+            endpoint: self.endpoint(),
+            lifetime: self.profile.lifetime.as_secs() as u32,
+            lwm2m_version: self.profile.lwm2m_version,
+            binding: if self.profile.queue_mode && !v1_1 { "UQ".into() } else { "U".into() },
+            queue_mode: self.profile.queue_mode,
+            objects: vec![
+                ObjectLinks { object_id: 1, version: None, instances: vec![0] },
+                ObjectLinks { object_id: 3, version: None, instances: vec![0] },
+                ObjectLinks { object_id: 5, version: v1_1.then_some(self.profile.firmware_object), instances: vec![0] },
+            ],
+        }
+    }
+
+    fn register(&mut self, now: Instant) {
+        self.registered = true;
+        self.registrations += 1;
+        self.observations.clear();
+        self.attributes.clear();
+        self.next_update = now + self.profile.lifetime.mul_f32(0.9);
+        let registration = self.registration();
+        self.emit(now, ClientMessage::Register(registration));
+        if self.firmware.config().send_on_change {
+            self.send_state(now);
+        }
+    }
+
+    fn send_state(&mut self, now: Instant) {
+        let mut payload = Vec::new();
+        if self.firmware.encode_send(&self.firmware_version, SOFTWARE_VERSION, &mut payload).is_ok() {
+            self.emit(now, ClientMessage::Send { format: ContentFormat::SenmlCbor, payload: Bytes::from(payload) });
+        }
+    }
+
+    fn go_offline(&mut self, now: Instant, duration: Duration) {
+        self.offline_until = Some(now + duration);
+        self.registered = false;
+        self.observations.clear();
+        self.download = None;
+        self.reboot_at = None;
+    }
+
+    /// A server request, answered into the outbox. Ignored while the device is
+    /// not [`reachable`](Self::reachable) (the request is lost).
+    pub fn handle(&mut self, now: Instant, id: RequestId, operation: Operation, images: &ImageStore) {
+        if !self.reachable(now) {
+            return;
+        }
+        let (code, format, payload) = self.answer(now, id, operation);
+        self.emit(now, ClientMessage::Response { id, code, format, payload });
+        self.drain_firmware(now, images);
+    }
+
+    fn answer(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        operation: Operation,
+    ) -> (ResponseCode, Option<ContentFormat>, Bytes) {
+        let empty = |code| (code, None, Bytes::new());
+        match operation {
+            Operation::Read { path, accept } => match self.encode(&path, accept) {
+                Ok((format, payload)) => (ResponseCode::CONTENT, Some(format), payload),
+                Err(code) => empty(code),
+            },
+            Operation::Observe { path, accept } => {
+                if !self.profile.observe {
+                    return empty(ResponseCode::METHOD_NOT_ALLOWED);
+                }
+                match self.encode(&path, accept) {
+                    Ok((format, payload)) => {
+                        self.observations.retain(|o| o.path != path);
+                        self.observations.push(Observation {
+                            id,
+                            path,
+                            format,
+                            sequence: 0,
+                            last_sent: now,
+                            dirty: false,
+                        });
+                        (ResponseCode::CONTENT, Some(format), payload)
+                    }
+                    Err(code) => empty(code),
+                }
+            }
+            Operation::CancelObservation { path } => {
+                self.observations.retain(|o| o.path != path);
+                match self.encode(&path, None) {
+                    Ok((format, payload)) => (ResponseCode::CONTENT, Some(format), payload),
+                    Err(code) => empty(code),
+                }
+            }
+            Operation::WriteAttributes { path, attributes } => {
+                self.attributes.retain(|(p, _)| *p != path);
+                self.attributes.push((path, attributes));
+                empty(ResponseCode::CHANGED)
+            }
+            Operation::Write { path, format, payload } => empty(self.write(now, &path, format, &payload)),
+            Operation::WriteBlock { path, block, total_size, payload, .. } => {
+                if path != Path::resource(5, 0, 0) {
+                    return empty(ResponseCode::METHOD_NOT_ALLOWED);
+                }
+                let block = PackageBlock {
+                    number: block.number,
+                    more: block.more,
+                    size: block.size,
+                    data: &payload,
+                    total_size,
+                };
+                empty(self.firmware.write_package_block(now, block, &mut self.sink))
+            }
+            Operation::Execute { path } => match (path.object_id(), path.resource_id()) {
+                (Some(5), Some(resource)) if path.instance_id() == Some(0) => {
+                    empty(self.firmware.execute(now, resource))
+                }
+                (Some(3), Some(4)) => {
+                    // Reboot: answer first, then go down.
+                    self.reboot_at = Some(now);
+                    empty(ResponseCode::CHANGED)
+                }
+                _ => empty(ResponseCode::METHOD_NOT_ALLOWED),
+            },
+        }
+    }
+
+    fn write(&mut self, now: Instant, path: &Path, format: ContentFormat, payload: &[u8]) -> ResponseCode {
+        if path.object_id() != Some(5) || path.instance_id().is_some_and(|i| i != 0) {
+            return ResponseCode::METHOD_NOT_ALLOWED;
+        }
+        if !self.accepts(format) {
+            return ResponseCode::UNSUPPORTED_CONTENT_FORMAT;
+        }
+        if *path == Path::resource(5, 0, 0) && matches!(format, ContentFormat::Opaque) {
+            return self.firmware.write_package_block(now, PackageBlock::whole(payload), &mut self.sink);
+        }
+        let registry = Registry::default();
+        let Ok(records) = codec::decode(format, path, payload, &registry, &DecodeOptions::default()) else {
+            return ResponseCode::BAD_REQUEST;
+        };
+        let mut code = ResponseCode::CHANGED;
+        for record in records {
+            let resource = record.path.resource_id().unwrap_or(0);
+            let result = match (resource, &record.value) {
+                (0, Value::Opaque(bytes)) => {
+                    self.firmware.write_package_block(now, PackageBlock::whole(bytes), &mut self.sink)
+                }
+                (_, value) => self.firmware.write(now, resource, value),
+            };
+            if !result.is_success() {
+                code = result;
+                break;
+            }
+        }
+        code
+    }
+
+    fn accepts(&self, format: ContentFormat) -> bool {
+        let v1_1 = self.profile.lwm2m_version >= Lwm2mVersion::V1_1 && self.profile.senml;
+        match format {
+            ContentFormat::Text | ContentFormat::Tlv | ContentFormat::Opaque => true,
+            ContentFormat::SenmlCbor | ContentFormat::SenmlJson | ContentFormat::Cbor => v1_1,
+            ContentFormat::Lwm2mCbor => v1_1 && self.profile.lwm2m_version >= Lwm2mVersion::V1_2,
+            _ => false,
+        }
+    }
+
+    /// The records of `path` as this device reports them (a poor device hides
+    /// State 1).
+    fn records(&self, path: &Path) -> Result<Vec<Record<'static>>, ResponseCode> {
+        match path.object_id() {
+            Some(5) => {
+                let mut records: Vec<Record<'static>> =
+                    self.firmware.read(path)?.into_iter().map(Record::into_owned).collect();
+                if !self.profile.reports_downloading && self.firmware.state() == State::Downloading {
+                    for record in &mut records {
+                        if record.path == Path::resource(5, 0, 3) {
+                            record.value = Value::Integer(State::Idle.code());
+                        }
+                    }
+                }
+                Ok(records)
+            }
+            Some(3) if path.instance_id().is_none_or(|i| i == 0) => {
+                let all = [
+                    (0, Value::String("lwm2m-fota".into())),
+                    (1, Value::String("simulated device".into())),
+                    (2, Value::String(format!("{:08}", self.id).into())),
+                    (3, Value::String(self.firmware_version.clone().into())),
+                    (16, Value::String(if self.profile.queue_mode { "UQ".into() } else { "U".into() })),
+                    (19, Value::String(SOFTWARE_VERSION.into())),
+                ];
+                let mut records: Vec<Record<'static>> = all
+                    .into_iter()
+                    .map(|(r, v)| Record::new(Path::resource(3, 0, r), v))
+                    .filter(|r| r.path.starts_with(path))
+                    .collect();
+                if Path::resource_instance(3, 0, 11, 0).starts_with(path) || path.starts_with(&Path::resource(3, 0, 11))
+                {
+                    records.push(Record::new(Path::resource_instance(3, 0, 11, 0), Value::Integer(0)));
+                }
+                records.retain(|r| r.path.starts_with(path));
+                if records.is_empty() { Err(ResponseCode::NOT_FOUND) } else { Ok(records) }
+            }
+            _ => Err(ResponseCode::NOT_FOUND),
+        }
+    }
+
+    fn encode(&self, path: &Path, accept: Option<ContentFormat>) -> Result<(ContentFormat, Bytes), ResponseCode> {
+        let records = self.records(path)?;
+        let single = records.len() == 1 && records[0].path == *path;
+        let format = match accept {
+            Some(format) if self.accepts(format) => format,
+            Some(_) => return Err(ResponseCode::NOT_ACCEPTABLE),
+            None if single => ContentFormat::Text,
+            None if self.accepts(ContentFormat::SenmlCbor) => ContentFormat::SenmlCbor,
+            None => ContentFormat::Tlv,
+        };
+        let mut registry = Registry::default();
+        registry.register(crate::model::builtin::firmware_update(self.profile.firmware_object).clone());
+        let mut payload = Vec::new();
+        codec::encode(format, path, &records, &registry, &mut payload).map_err(|_| ResponseCode::NOT_ACCEPTABLE)?;
+        Ok((format, Bytes::from(payload)))
+    }
+
+    fn attributes_for(&self, path: &Path) -> Attributes {
+        self.attributes.iter().find(|(p, _)| p == path).map(|(_, a)| *a).unwrap_or_default()
+    }
+
+    fn notify(&mut self, now: Instant, index: usize) {
+        let (path, format) = (self.observations[index].path, self.observations[index].format);
+        let Ok((_, payload)) = self.encode(&path, Some(format)) else { return };
+        let observation = &mut self.observations[index];
+        observation.sequence += 1;
+        observation.last_sent = now;
+        observation.dirty = false;
+        let message =
+            ClientMessage::Notify { observation: observation.id, sequence: observation.sequence, format, payload };
+        self.emit(now, message);
+    }
+
+    fn resource_changed(&mut self, now: Instant, resource: u16) {
+        let changed = Path::resource(5, 0, resource);
+        for index in 0..self.observations.len() {
+            if changed.starts_with(&self.observations[index].path)
+                || self.observations[index].path.starts_with(&changed)
+            {
+                let pmin = u64::from(self.attributes_for(&self.observations[index].path).pmin.unwrap_or(0));
+                if now >= self.observations[index].last_sent + Duration::from_secs(pmin) {
+                    self.notify(now, index);
+                } else {
+                    self.observations[index].dirty = true;
+                }
+            }
+        }
+    }
+
+    fn drain_firmware(&mut self, now: Instant, images: &ImageStore) {
+        while let Some(event) = self.firmware.poll_event() {
+            match event {
+                FirmwareEvent::StartDownload { uri, offset } => self.start_download(now, &uri, offset, images),
+                FirmwareEvent::AbortDownload => self.download = None,
+                FirmwareEvent::DiscardImage => self.pending_version = None,
+                FirmwareEvent::ApplyUpdate => {
+                    if self.pending_version.is_none() {
+                        self.pending_version = image_version(&self.sink.head);
+                    }
+                    self.installing = true;
+                    let reboot = self.rng.chance(self.profile.reboot_ppm);
+                    let install = self.profile.install_time;
+                    // An unplanned reboot part way makes the device come back
+                    // still Updating and apply the image again.
+                    let down = if reboot { install / 2 } else { install };
+                    self.go_offline(now, down);
+                    if reboot {
+                        self.installing = false;
+                    }
+                }
+                FirmwareEvent::ResourceChanged(resource) => self.resource_changed(now, resource),
+                FirmwareEvent::SendState => {
+                    if self.profile.send == SendMode::OnChange && self.registered {
+                        self.send_state(now);
+                    }
+                }
+                FirmwareEvent::Persist => {}
+            }
+        }
+    }
+
+    fn start_download(&mut self, now: Instant, uri: &str, offset: u64, images: &ImageStore) {
+        let Some(image) = images.get(uri) else {
+            self.download = Some(Download {
+                at: now + Duration::from_millis(200),
+                end: DownloadEnd::Fail(UpdateResult::InvalidUri),
+                size: 0,
+                version: None,
+            });
+            return;
+        };
+        let remaining = image.size.saturating_sub(offset);
+        let rate = self.profile.download_rate.max(1);
+        let full = Duration::from_millis(remaining.saturating_mul(1000) / rate + 100);
+        let (at, end) = if self.rng.chance(self.profile.download_failure_ppm) {
+            (now + full.mul_f64(self.rng.below(1000) as f64 / 1000.0), DownloadEnd::Fail(UpdateResult::ConnectionLost))
+        } else if image.version.is_none() {
+            (now + full, DownloadEnd::Fail(UpdateResult::UnsupportedPackageType))
+        } else {
+            (now + full, DownloadEnd::Complete)
+        };
+        if self.rng.chance(self.profile.reboot_ppm) {
+            self.reboot_at = Some(now + full.mul_f64(self.rng.below(1000) as f64 / 1000.0));
+        }
+        self.download = Some(Download { at, end, size: image.size, version: image.version.clone() });
+    }
+
+    /// Fires what is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant, images: &ImageStore) {
+        if let Some(until) = self.offline_until {
+            if now < until {
+                return;
+            }
+            self.offline_until = None;
+            if self.installing {
+                self.installing = false;
+                if let Some(version) = self.pending_version.take() {
+                    self.firmware_version = version;
+                }
+                let _ = self.firmware.update_succeeded(now);
+            } else {
+                // Booted with the persisted /5 state.
+                self.firmware.rebooted(now);
+            }
+            self.register(now);
+            self.drain_firmware(now, images);
+            return;
+        }
+        if self.reboot_at.is_some_and(|at| now >= at) {
+            self.reboot_at = None;
+            self.go_offline(now, BOOT_TIME);
+            return;
+        }
+        if let Some(download) = self.download.as_ref().filter(|d| now >= d.at) {
+            let (end, size, version) = (download.end, download.size, download.version.clone());
+            self.download = None;
+            match end {
+                DownloadEnd::Complete => {
+                    let _ = self.firmware.download_progress(now, size);
+                    self.pending_version = version;
+                    let _ = self.firmware.download_completed(now);
+                }
+                DownloadEnd::Fail(result) => {
+                    let _ = self.firmware.download_failed(now, result);
+                }
+            }
+            self.drain_firmware(now, images);
+        }
+        if self.registered && now >= self.next_update {
+            self.next_update = now + self.profile.lifetime.mul_f32(0.9);
+            self.emit(now, ClientMessage::Update { lifetime: None, objects: None });
+        }
+        let _ = self.firmware.handle_timeout(now);
+        self.drain_firmware(now, images);
+        for index in 0..self.observations.len() {
+            let attributes = self.attributes_for(&self.observations[index].path);
+            let observation = &self.observations[index];
+            let pmax_due = attributes
+                .pmax
+                .filter(|p| *p > 0)
+                .is_some_and(|p| now >= observation.last_sent + Duration::from_secs(u64::from(p)));
+            let pmin_due = observation.dirty
+                && now >= observation.last_sent + Duration::from_secs(u64::from(attributes.pmin.unwrap_or(0)));
+            if pmax_due || pmin_due {
+                self.notify(now, index);
+            }
+        }
+    }
+
+    /// The object versions this device registers with, for servers' tests.
+    pub fn firmware_object_version(&self) -> ObjectVersion {
+        self.profile.firmware_object
+    }
+}
