@@ -9,15 +9,11 @@
 //! for the separate senml-deser bench; start-up asserts that the encoders still
 //! produce exactly those bytes (`CODEC_BENCH_WRITE_DATA=1` rewrites the files).
 //!
-//! Allocations per iteration are counted by divan's allocation profiler. It adds a
-//! little time to every allocation, which slows the allocating baselines
-//! (ciborium); `CODEC_BENCH_NO_ALLOC_PROFILER=1` passes allocations straight to the
-//! system allocator so those can be timed without it.
+//! Allocations per iteration are counted by divan's allocation profiler (the
+//! rows under a benchmark; none means no allocation).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::borrow::Cow;
 use std::sync::LazyLock;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use divan::counter::BytesCount;
@@ -28,54 +24,8 @@ use lwm2m_fota::model::{
     Value,
 };
 
-// ---------------------------------------------------------------------------
-// Allocator: divan's profiler, or the system allocator when switched off.
-
-static PROFILER: AllocProfiler = AllocProfiler::system();
-static PROFILE_ALLOCATIONS: AtomicBool = AtomicBool::new(true);
-
-struct SwitchableProfiler;
-
-// SAFETY: every call is forwarded unchanged to one of two allocators; the switch
-// is flipped once in `main` before any benchmark runs, and both allocators hand
-// out and accept pointers of the same system allocator (`AllocProfiler::system()`
-// wraps `System`), so a block allocated before the switch may be freed after it.
-unsafe impl GlobalAlloc for SwitchableProfiler {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if PROFILE_ALLOCATIONS.load(Ordering::Relaxed) {
-            unsafe { PROFILER.alloc(layout) }
-        } else {
-            unsafe { System.alloc(layout) }
-        }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if PROFILE_ALLOCATIONS.load(Ordering::Relaxed) {
-            unsafe { PROFILER.alloc_zeroed(layout) }
-        } else {
-            unsafe { System.alloc_zeroed(layout) }
-        }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if PROFILE_ALLOCATIONS.load(Ordering::Relaxed) {
-            unsafe { PROFILER.realloc(ptr, layout, new_size) }
-        } else {
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if PROFILE_ALLOCATIONS.load(Ordering::Relaxed) {
-            unsafe { PROFILER.dealloc(ptr, layout) }
-        } else {
-            unsafe { System.dealloc(ptr, layout) }
-        }
-    }
-}
-
 #[global_allocator]
-static ALLOC: SwitchableProfiler = SwitchableProfiler;
+static ALLOC: AllocProfiler = AllocProfiler::system();
 
 // ---------------------------------------------------------------------------
 // Packs.
@@ -280,9 +230,6 @@ fn check_data_files(packs: &Packs) {
 }
 
 fn main() {
-    if std::env::var_os("CODEC_BENCH_NO_ALLOC_PROFILER").is_some_and(|v| v == "1") {
-        PROFILE_ALLOCATIONS.store(false, Ordering::Relaxed);
-    }
     // Build (and check) every pack before any sample is taken.
     let packs = &*PACK_DATA;
     check_data_files(packs);
@@ -293,7 +240,7 @@ fn main() {
     }
     divan::Divan::default()
         .sample_count(100)
-        .min_time(Duration::from_millis(300))
+        .min_time(Duration::from_millis(500))
         .max_time(Duration::from_secs(2))
         .config_with_args()
         .main();

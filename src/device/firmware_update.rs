@@ -251,7 +251,8 @@ enum Transfer {
 /// let code = fw.write(now, 1, &Value::string("coap://fw.example/v2.bin"));
 /// assert_eq!(code, ResponseCode::CHANGED);
 /// assert_eq!(fw.state(), State::Downloading);
-/// assert!(matches!(fw.poll_event(), Some(FirmwareEvent::StartDownload { .. })));
+/// let events: Vec<FirmwareEvent> = std::iter::from_fn(|| fw.poll_event()).collect();
+/// assert!(events.iter().any(|e| matches!(e, FirmwareEvent::StartDownload { .. })));
 /// fw.download_completed(now).unwrap();
 /// assert_eq!(fw.execute(now, 2), ResponseCode::CHANGED);
 /// assert_eq!(fw.state(), State::Updating);
