@@ -1,0 +1,1096 @@
+//! A real LwM2M device over CoAP/UDP, built on the crate's /5 object.
+//!
+//! ```text
+//! cargo run --example device -- --server coap://127.0.0.1:5683 --endpoint NAME \
+//!     [--lifetime S] [--lwm2m 1.0|1.1|1.2] [--queue] [--send] [--state-file PATH]
+//! ```
+//!
+//! It registers with /1, /3 and /5 (and their object versions), keeps the
+//! registration alive with Registration Updates, answers Read, Write, Execute,
+//! Observe, Cancel Observation, Write-Attributes and Discover on /1, /3 and /5
+//! (honouring Accept), downloads pull images over CoAP Block2 or plain HTTP,
+//! accepts pushed images over Block1, and on Execute Update "reboots": it sends a
+//! new Register and then reports Update Result 1 and the new /3/0/3. The new
+//! version comes from the image: its first line `lwm2m-fota-image version=<v>`,
+//! else `sha256:<first 16 hex digits of the image's SHA-256>`. With `--send` it
+//! issues LwM2M Send (POST /dp) on every State or Update Result change. With
+//! `--state-file` the /5 state survives restarts (a download resumes where it
+//! stopped). With `--queue` it registers in queue mode and ignores requests
+//! outside the 93 s (MAX_TRANSMIT_WAIT) after each of its uplinks.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::Duration;
+
+use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
+use lwm2m_fota::codec::{self, DecodeOptions};
+use lwm2m_fota::device::{
+    FirmwareEvent, FirmwareUpdate, FirmwareUpdateConfig, PackageBlock, PackageError, PackageSink,
+};
+use lwm2m_fota::model::{
+    Attributes, Block, ContentFormat, DeliveryMethod, Instant, Lwm2mVersion, ObjectLinks, ObjectVersion, Path,
+    Protocol, Record, Registry, ResponseCode, UpdateResult, Value, format_object_links,
+};
+use sha2::{Digest, Sha256};
+
+#[path = "support/coap.rs"]
+mod coap;
+
+const USAGE: &str = "usage: device --server coap://HOST:PORT --endpoint NAME [--lifetime S] [--lwm2m 1.0|1.1|1.2] [--queue] [--send] [--state-file PATH]";
+const IMAGE_HEADER: &str = "lwm2m-fota-image version=";
+const INITIAL_VERSION: &str = "1.0.0";
+const SOFTWARE_VERSION: &str = "lwm2m-fota-device";
+/// RFC 7252 MAX_TRANSMIT_WAIT: how long a queue-mode device listens after an uplink.
+const AWAKE_WINDOW: Duration = Duration::from_secs(93);
+
+#[derive(Debug, Clone)]
+struct Args {
+    server: SocketAddr,
+    endpoint: String,
+    lifetime: u32,
+    lwm2m: Lwm2mVersion,
+    queue: bool,
+    send: bool,
+    state_file: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = std::env::args().skip(1);
+    let (mut server, mut endpoint, mut lifetime, mut lwm2m) = (None, None, 60u32, Lwm2mVersion::V1_1);
+    let (mut queue, mut send, mut state_file) = (false, false, None);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--server" => {
+                let uri = value()?;
+                let (host_port, _) =
+                    coap::split_uri(&uri, 5683).ok_or(format!("--server {uri:?}: not coap://HOST:PORT"))?;
+                if !uri.starts_with("coap://") {
+                    return Err(format!("--server {uri:?}: only coap:// is supported"));
+                }
+                let addr = host_port
+                    .to_socket_addrs()
+                    .map_err(|e| format!("--server {uri:?}: {e}"))?
+                    .next()
+                    .ok_or(format!("--server {uri:?}: no address"))?;
+                server = Some(addr);
+            }
+            "--endpoint" => endpoint = Some(value()?),
+            "--lifetime" => lifetime = value()?.parse().map_err(|_| "--lifetime takes whole seconds".to_string())?,
+            "--lwm2m" => {
+                let v = value()?;
+                lwm2m = Lwm2mVersion::parse(&v).ok_or(format!("--lwm2m {v:?}: expected 1.0, 1.1 or 1.2"))?;
+            }
+            "--queue" => queue = true,
+            "--send" => send = true,
+            "--state-file" => state_file = Some(PathBuf::from(value()?)),
+            other => return Err(format!("unknown option {other}; {USAGE}")),
+        }
+    }
+    Ok(Args {
+        server: server.ok_or(format!("--server is required; {USAGE}"))?,
+        endpoint: endpoint.ok_or(format!("--endpoint is required; {USAGE}"))?,
+        lifetime: lifetime.max(10),
+        lwm2m,
+        queue,
+        send,
+        state_file,
+    })
+}
+
+/// What survives a restart.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Persisted {
+    firmware: FirmwareUpdate,
+    firmware_version: String,
+}
+
+/// Writes a pushed image into the image file.
+struct FileSink {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl PackageSink for FileSink {
+    fn begin(&mut self, _total_size: Option<u64>) -> Result<(), PackageError> {
+        self.file = File::create(&self.path).ok();
+        self.file.as_ref().map(drop).ok_or(PackageError::NotEnoughFlash)
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), PackageError> {
+        if self.file.is_none() {
+            // After a restart mid-push: reopen and continue.
+            self.file = OpenOptions::new().write(true).open(&self.path).ok();
+        }
+        let file = self.file.as_mut().ok_or(PackageError::NotEnoughFlash)?;
+        file.seek(SeekFrom::Start(offset)).map_err(|_| PackageError::NotEnoughFlash)?;
+        file.write_all(data).map_err(|_| PackageError::NotEnoughFlash)
+    }
+
+    fn finish(&mut self, size: u64) -> Result<(), PackageError> {
+        let file = self.file.take().ok_or(PackageError::NotEnoughFlash)?;
+        file.set_len(size).map_err(|_| PackageError::NotEnoughFlash)?;
+        file.sync_all().map_err(|_| PackageError::NotEnoughFlash)
+    }
+}
+
+/// The version an image names: its header line, else a SHA-256 prefix.
+fn image_version(path: &PathBuf) -> String {
+    let mut bytes = Vec::new();
+    if File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).is_err() {
+        return "unknown".into();
+    }
+    let first = bytes.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    if let Some(version) =
+        std::str::from_utf8(first).ok().and_then(|l| l.trim_end_matches('\r').strip_prefix(IMAGE_HEADER))
+    {
+        if !version.trim().is_empty() {
+            return version.trim().to_string();
+        }
+    }
+    let digest = Sha256::digest(&bytes);
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+enum DownloadMessage {
+    Progress(u64),
+    Done,
+    Failed(UpdateResult),
+}
+
+/// A pull download on its own thread, reporting over a channel.
+struct Download {
+    messages: Receiver<DownloadMessage>,
+    cancel: Arc<AtomicBool>,
+}
+
+fn start_download(uri: String, offset: u64, image: PathBuf) -> Download {
+    let (tx, rx) = mpsc::channel();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let stop = cancel.clone();
+    std::thread::spawn(move || {
+        let result = if uri.to_ascii_lowercase().starts_with("coap://") {
+            download_coap(&uri, offset, &image, &tx, &stop)
+        } else if uri.to_ascii_lowercase().starts_with("http://") {
+            download_http(&uri, offset, &image, &tx, &stop)
+        } else {
+            Err(UpdateResult::UnsupportedProtocol)
+        };
+        let _ = tx.send(match result {
+            Ok(()) => DownloadMessage::Done,
+            Err(r) => DownloadMessage::Failed(r),
+        });
+    });
+    Download { messages: rx, cancel }
+}
+
+fn open_image(image: &PathBuf, offset: u64) -> Result<File, UpdateResult> {
+    let file = if offset == 0 {
+        File::create(image)
+    } else {
+        OpenOptions::new().write(true).create(true).truncate(false).open(image)
+    };
+    let mut file = file.map_err(|_| UpdateResult::NotEnoughFlash)?;
+    file.set_len(offset).map_err(|_| UpdateResult::NotEnoughFlash)?;
+    file.seek(SeekFrom::Start(offset)).map_err(|_| UpdateResult::NotEnoughFlash)?;
+    Ok(file)
+}
+
+/// CoAP GET with Block2 (RFC 7959 §2.4), CON with RFC 7252 retransmission;
+/// restarts from 0 if the ETag changes.
+fn download_coap(
+    uri: &str,
+    offset: u64,
+    image: &PathBuf,
+    tx: &Sender<DownloadMessage>,
+    stop: &AtomicBool,
+) -> Result<(), UpdateResult> {
+    let (host_port, path) = coap::split_uri(uri, 5683).ok_or(UpdateResult::InvalidUri)?;
+    let addr = host_port.to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or(UpdateResult::InvalidUri)?;
+    let socket = UdpSocket::bind(if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })
+        .map_err(|_| UpdateResult::ConnectionLost)?;
+    let mut size: u32 = 1024;
+    let mut number = (offset / u64::from(size)) as u32;
+    let mut written = u64::from(number) * u64::from(size);
+    let mut file = open_image(image, written)?;
+    let mut etag: Option<Vec<u8>> = None;
+    let mut message_id: u16 = std::process::id() as u16;
+    let path_refs: Vec<&str> = path.iter().map(String::as_str).collect();
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(UpdateResult::ConnectionLost);
+        }
+        message_id = message_id.wrapping_add(1);
+        let mut request =
+            coap::request(MessageType::Confirmable, RequestType::Get, message_id, &message_id.to_be_bytes());
+        coap::set_uri_path(&mut request, &path_refs);
+        coap::set_block(&mut request, CoapOption::Block2, Block { number, more: false, size });
+        let datagram = coap::bytes(&request);
+        let mut timeout = coap::ACK_TIMEOUT;
+        let mut response = None;
+        'retransmit: for _ in 0..=coap::MAX_RETRANSMIT {
+            socket.send_to(&datagram, addr).map_err(|_| UpdateResult::ConnectionLost)?;
+            socket.set_read_timeout(Some(timeout)).ok();
+            let mut buf = [0u8; 2048];
+            let deadline = std::time::Instant::now() + timeout;
+            while std::time::Instant::now() < deadline {
+                match socket.recv_from(&mut buf) {
+                    Ok((n, _)) => {
+                        if let Some(packet) = coap::parse(&buf[..n]) {
+                            if packet.header.message_id == message_id || packet.get_token() == message_id.to_be_bytes()
+                            {
+                                response = Some(packet);
+                                break 'retransmit;
+                            }
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            timeout *= 2;
+        }
+        let response = response.ok_or(UpdateResult::ConnectionLost)?;
+        match coap::code_of(&response) {
+            ResponseCode::CONTENT => {}
+            ResponseCode::NOT_FOUND => return Err(UpdateResult::InvalidUri),
+            _ => return Err(UpdateResult::ConnectionLost),
+        }
+        let tag = response.get_first_option(CoapOption::ETag).cloned();
+        if etag.is_some() && tag != etag {
+            // The image changed under us: start again.
+            etag = None;
+            number = 0;
+            written = 0;
+            file = open_image(image, 0)?;
+            continue;
+        }
+        etag = tag;
+        let block = coap::block(&response, CoapOption::Block2).unwrap_or(Block { number, more: false, size });
+        if block.offset() != written {
+            // The server answered with another size: continue at our byte offset.
+            size = block.size.min(size);
+            number = (written / u64::from(size)) as u32;
+            if block.offset() != written {
+                continue;
+            }
+        }
+        file.write_all(&response.payload).map_err(|_| UpdateResult::NotEnoughFlash)?;
+        written += response.payload.len() as u64;
+        let _ = tx.send(DownloadMessage::Progress(written));
+        if !block.more {
+            file.sync_all().map_err(|_| UpdateResult::NotEnoughFlash)?;
+            return Ok(());
+        }
+        size = block.size;
+        number = (written / u64::from(size)) as u32;
+    }
+}
+
+/// Plain HTTP/1.1 GET with ureq, resuming with a Range header.
+fn download_http(
+    uri: &str,
+    offset: u64,
+    image: &PathBuf,
+    tx: &Sender<DownloadMessage>,
+    stop: &AtomicBool,
+) -> Result<(), UpdateResult> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(300)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut request = agent.get(uri);
+    if offset > 0 {
+        request = request.header("Range", &format!("bytes={offset}-"));
+    }
+    let mut response = request.call().map_err(|_| UpdateResult::ConnectionLost)?;
+    let start = match response.status().as_u16() {
+        206 => offset,
+        200 => 0,
+        404 | 410 => return Err(UpdateResult::InvalidUri),
+        _ => return Err(UpdateResult::ConnectionLost),
+    };
+    let mut file = open_image(image, start)?;
+    let mut reader = response.body_mut().as_reader();
+    let mut written = start;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(UpdateResult::ConnectionLost);
+        }
+        let n = reader.read(&mut buf).map_err(|_| UpdateResult::ConnectionLost)?;
+        if n == 0 {
+            file.sync_all().map_err(|_| UpdateResult::NotEnoughFlash)?;
+            return Ok(());
+        }
+        file.write_all(&buf[..n]).map_err(|_| UpdateResult::NotEnoughFlash)?;
+        written += n as u64;
+        let _ = tx.send(DownloadMessage::Progress(written));
+    }
+}
+
+struct Observation {
+    token: Vec<u8>,
+    path: Path,
+    format: ContentFormat,
+    sequence: u32,
+    last_sent: Instant,
+    dirty: bool,
+}
+
+/// A confirmable uplink awaiting its ACK.
+struct Pending {
+    message_id: u16,
+    token: Vec<u8>,
+    datagram: Vec<u8>,
+    next_send: Instant,
+    timeout: Duration,
+    sends: u32,
+    kind: Uplink,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Uplink {
+    Register,
+    Update,
+    Send,
+}
+
+struct Device {
+    args: Args,
+    lwm2m: Lwm2mVersion,
+    socket: UdpSocket,
+    clock: std::time::Instant,
+    firmware: FirmwareUpdate,
+    firmware_version: String,
+    sink: FileSink,
+    image: PathBuf,
+    location: Option<Vec<String>>,
+    lifetime: u32,
+    next_update: Instant,
+    awake_until: Instant,
+    observations: Vec<Observation>,
+    attributes: Vec<(Path, Attributes)>,
+    pending: Vec<Pending>,
+    recent: VecDeque<(u16, Vec<u8>)>,
+    next_message_id: u16,
+    next_token: u32,
+    download: Option<Download>,
+    reboot_at: Option<Instant>,
+    send_after_register: bool,
+}
+
+impl Device {
+    fn new(args: Args) -> Result<Device, String> {
+        let socket = UdpSocket::bind(if args.server.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })
+            .map_err(|e| format!("binding a UDP socket: {e}"))?;
+        socket.set_read_timeout(Some(Duration::from_millis(20))).ok();
+        let image = match &args.state_file {
+            Some(state) => PathBuf::from(format!("{}.image", state.display())),
+            None => std::env::temp_dir().join(format!("lwm2m-fota-device-{}.image", args.endpoint)),
+        };
+        let object_version = match args.lwm2m {
+            Lwm2mVersion::V1_0 => ObjectVersion::V1_0,
+            Lwm2mVersion::V1_1 => ObjectVersion::V1_1,
+            Lwm2mVersion::V1_2 => ObjectVersion::V1_2,
+        };
+        let config = FirmwareUpdateConfig {
+            version: object_version,
+            protocols: [Protocol::Coap, Protocol::Http].into_iter().collect(),
+            delivery: DeliveryMethod::Both,
+            max_package_size: 256 * 1024 * 1024,
+            user_deferral: None,
+            send_on_change: args.send,
+            unix_time_offset: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+        };
+        let restored = args
+            .state_file
+            .as_ref()
+            .and_then(|path| std::fs::read(path).ok())
+            .and_then(|bytes| serde_json::from_slice::<Persisted>(&bytes).ok());
+        let (firmware, firmware_version) = match restored {
+            Some(p) => (p.firmware, p.firmware_version),
+            None => (FirmwareUpdate::new(config), INITIAL_VERSION.to_string()),
+        };
+        let lifetime = args.lifetime;
+        Ok(Device {
+            lwm2m: args.lwm2m,
+            args,
+            socket,
+            clock: std::time::Instant::now(),
+            firmware,
+            firmware_version,
+            sink: FileSink { path: image.clone(), file: None },
+            image,
+            location: None,
+            lifetime,
+            next_update: Instant::ZERO,
+            awake_until: Instant::ZERO,
+            observations: Vec::new(),
+            attributes: Vec::new(),
+            pending: Vec::new(),
+            recent: VecDeque::new(),
+            next_message_id: (std::process::id() as u16).wrapping_mul(7),
+            next_token: std::process::id(),
+            download: None,
+            reboot_at: None,
+            send_after_register: false,
+        })
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_millis(self.clock.elapsed().as_millis() as u64)
+    }
+
+    fn persist(&self) {
+        let Some(path) = &self.args.state_file else { return };
+        let persisted = Persisted { firmware: self.firmware.clone(), firmware_version: self.firmware_version.clone() };
+        if let Ok(json) = serde_json::to_vec(&persisted) {
+            let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+            if std::fs::write(&tmp, json).is_ok() {
+                let _ = std::fs::rename(&tmp, path);
+            }
+        }
+    }
+
+    fn message_id(&mut self) -> u16 {
+        self.next_message_id = self.next_message_id.wrapping_add(1);
+        self.next_message_id
+    }
+
+    fn token(&mut self) -> Vec<u8> {
+        self.next_token = self.next_token.wrapping_add(1);
+        self.next_token.to_be_bytes().to_vec()
+    }
+
+    fn transmit(&mut self, datagram: &[u8]) {
+        let _ = self.socket.send_to(datagram, self.args.server);
+        self.awake_until = self.now() + AWAKE_WINDOW;
+    }
+
+    fn send_confirmable(&mut self, mut packet: Packet, kind: Uplink) {
+        let message_id = self.message_id();
+        let token = self.token();
+        packet.header.message_id = message_id;
+        packet.set_token(token.clone());
+        let datagram = coap::bytes(&packet);
+        self.transmit(&datagram);
+        let now = self.now();
+        self.pending.retain(|p| p.kind != kind || kind == Uplink::Send);
+        self.pending.push(Pending {
+            message_id,
+            token,
+            datagram,
+            next_send: now + coap::ACK_TIMEOUT,
+            timeout: coap::ACK_TIMEOUT,
+            sends: 1,
+            kind,
+        });
+    }
+
+    fn object_links(&self) -> String {
+        let v1_1 = self.lwm2m >= Lwm2mVersion::V1_1;
+        let version = |v: ObjectVersion| v1_1.then_some(v);
+        format_object_links(&[
+            ObjectLinks { object_id: 1, version: version(ObjectVersion::V1_1), instances: vec![0] },
+            ObjectLinks { object_id: 3, version: version(ObjectVersion::V1_1), instances: vec![0] },
+            ObjectLinks { object_id: 5, version: version(self.firmware.config().version), instances: vec![0] },
+        ])
+    }
+
+    fn register(&mut self) {
+        self.location = None;
+        self.observations.clear();
+        let mut packet = coap::request(MessageType::Confirmable, RequestType::Post, 0, &[]);
+        coap::set_uri_path(&mut packet, &["rd"]);
+        coap::add_query(&mut packet, &format!("ep={}", self.args.endpoint));
+        coap::add_query(&mut packet, &format!("lt={}", self.lifetime));
+        coap::add_query(&mut packet, &format!("lwm2m={}", self.lwm2m));
+        let binding = if self.args.queue && self.lwm2m == Lwm2mVersion::V1_0 { "UQ" } else { "U" };
+        coap::add_query(&mut packet, &format!("b={binding}"));
+        if self.args.queue && self.lwm2m >= Lwm2mVersion::V1_1 {
+            coap::add_query(&mut packet, "Q");
+        }
+        coap::set_uint(&mut packet, CoapOption::ContentFormat, 40);
+        packet.payload = self.object_links().into_bytes();
+        eprintln!("device {}: register (LwM2M {})", self.args.endpoint, self.lwm2m);
+        self.send_confirmable(packet, Uplink::Register);
+    }
+
+    fn update_registration(&mut self, with_lifetime: bool) {
+        let Some(location) = self.location.clone() else { return };
+        let mut packet = coap::request(MessageType::Confirmable, RequestType::Post, 0, &[]);
+        let refs: Vec<&str> = location.iter().map(String::as_str).collect();
+        coap::set_uri_path(&mut packet, &refs);
+        if with_lifetime {
+            coap::add_query(&mut packet, &format!("lt={}", self.lifetime));
+        }
+        self.send_confirmable(packet, Uplink::Update);
+        self.next_update = self.now() + Duration::from_secs(u64::from(self.lifetime) / 2);
+    }
+
+    fn send_state(&mut self) {
+        if self.lwm2m < Lwm2mVersion::V1_1 || self.location.is_none() {
+            return;
+        }
+        let mut payload = Vec::new();
+        if self.firmware.encode_send(&self.firmware_version, SOFTWARE_VERSION, &mut payload).is_err() {
+            return;
+        }
+        let mut packet = coap::request(MessageType::Confirmable, RequestType::Post, 0, &[]);
+        coap::set_uri_path(&mut packet, &["dp"]);
+        coap::set_content_format(&mut packet, ContentFormat::SenmlCbor);
+        packet.payload = payload;
+        self.send_confirmable(packet, Uplink::Send);
+    }
+
+    fn handle_datagram(&mut self, datagram: &[u8]) {
+        let Some(packet) = coap::parse(datagram) else { return };
+        match packet.header.code {
+            MessageClass::Request(method) => {
+                if self.args.queue && self.now() > self.awake_until {
+                    return; // asleep: the radio is off
+                }
+                if packet.header.get_type() == MessageType::Confirmable {
+                    if let Some((_, response)) = self.recent.iter().find(|(id, _)| *id == packet.header.message_id) {
+                        let response = response.clone();
+                        self.transmit(&response);
+                        return;
+                    }
+                }
+                let response = self.handle_request(method, &packet);
+                let bytes = coap::bytes(&response);
+                self.transmit(&bytes);
+                if packet.header.get_type() == MessageType::Confirmable {
+                    self.recent.push_back((packet.header.message_id, bytes));
+                    if self.recent.len() > 64 {
+                        self.recent.pop_front();
+                    }
+                }
+                self.drain_events();
+            }
+            MessageClass::Response(_) | MessageClass::Empty => {
+                if packet.header.get_type() == MessageType::Reset {
+                    return;
+                }
+                let Some(index) = self.pending.iter().position(|p| {
+                    p.message_id == packet.header.message_id
+                        || (!packet.get_token().is_empty() && p.token == packet.get_token())
+                }) else {
+                    return;
+                };
+                if packet.header.code == MessageClass::Empty {
+                    // Empty ACK of a separate response: stop retransmitting, keep waiting.
+                    self.pending[index].sends = u32::MAX;
+                    return;
+                }
+                let pending = self.pending.remove(index);
+                self.handle_uplink_response(pending.kind, &packet);
+            }
+            MessageClass::Reserved(_) => {}
+        }
+    }
+
+    fn handle_uplink_response(&mut self, kind: Uplink, packet: &Packet) {
+        let code = coap::code_of(packet);
+        match kind {
+            Uplink::Register if code == ResponseCode::CREATED => {
+                self.location = Some(coap::location_path(packet));
+                self.next_update = self.now() + Duration::from_secs(u64::from(self.lifetime) / 2);
+                eprintln!(
+                    "device {}: registered at /{}",
+                    self.args.endpoint,
+                    self.location.as_ref().map(|l| l.join("/")).unwrap_or_default()
+                );
+                if self.send_after_register && self.args.send {
+                    self.send_after_register = false;
+                    self.send_state();
+                }
+            }
+            Uplink::Register if code == ResponseCode::PRECONDITION_FAILED && self.lwm2m > Lwm2mVersion::V1_0 => {
+                // The server does not speak this version: fall back (TS 1.1 §6.2.1).
+                self.lwm2m = if self.lwm2m == Lwm2mVersion::V1_2 { Lwm2mVersion::V1_1 } else { Lwm2mVersion::V1_0 };
+                self.register();
+            }
+            Uplink::Register => {
+                eprintln!("device {}: register refused with {code}", self.args.endpoint);
+                self.next_update = self.now() + Duration::from_secs(5);
+            }
+            Uplink::Update if code == ResponseCode::NOT_FOUND => self.register(),
+            Uplink::Update | Uplink::Send => {}
+        }
+    }
+
+    fn records(&self, path: &Path) -> Result<Vec<Record<'static>>, ResponseCode> {
+        let owned = |records: Vec<Record<'_>>| records.into_iter().map(Record::into_owned).collect();
+        match path.object_id() {
+            Some(5) => self.firmware.read(path).map(owned),
+            Some(3) | Some(1) if path.instance_id().is_none_or(|i| i == 0) => {
+                let all: Vec<Record<'static>> = if path.object_id() == Some(3) {
+                    vec![
+                        Record::new(Path::resource(3, 0, 0), Value::String("lwm2m-fota".into())),
+                        Record::new(Path::resource(3, 0, 1), Value::String("example device".into())),
+                        Record::new(Path::resource(3, 0, 2), Value::String(self.args.endpoint.clone().into())),
+                        Record::new(Path::resource(3, 0, 3), Value::String(self.firmware_version.clone().into())),
+                        Record::new(Path::resource_instance(3, 0, 11, 0), Value::Integer(0)),
+                        Record::new(
+                            Path::resource(3, 0, 16),
+                            Value::String(if self.args.queue { "UQ".into() } else { "U".into() }),
+                        ),
+                        Record::new(Path::resource(3, 0, 19), Value::String(SOFTWARE_VERSION.into())),
+                    ]
+                } else {
+                    vec![
+                        Record::new(Path::resource(1, 0, 0), Value::Integer(1)),
+                        Record::new(Path::resource(1, 0, 1), Value::Integer(i64::from(self.lifetime))),
+                        Record::new(Path::resource(1, 0, 6), Value::Boolean(false)),
+                        Record::new(Path::resource(1, 0, 7), Value::String("U".into())),
+                    ]
+                };
+                let selected: Vec<Record<'static>> = all.into_iter().filter(|r| r.path.starts_with(path)).collect();
+                if selected.is_empty() { Err(ResponseCode::NOT_FOUND) } else { Ok(selected) }
+            }
+            _ => Err(ResponseCode::NOT_FOUND),
+        }
+    }
+
+    fn supports(&self, format: ContentFormat) -> bool {
+        match format {
+            ContentFormat::Text | ContentFormat::Tlv | ContentFormat::Opaque => true,
+            ContentFormat::SenmlCbor | ContentFormat::SenmlJson | ContentFormat::Cbor => {
+                self.lwm2m >= Lwm2mVersion::V1_1
+            }
+            ContentFormat::Lwm2mCbor => self.lwm2m >= Lwm2mVersion::V1_2,
+            _ => false,
+        }
+    }
+
+    fn registry(&self) -> Registry {
+        let mut registry = Registry::default();
+        registry.register(lwm2m_fota::model::builtin::firmware_update(self.firmware.config().version).clone());
+        registry
+    }
+
+    fn encode(&self, path: &Path, accept: Option<ContentFormat>) -> Result<(ContentFormat, Vec<u8>), ResponseCode> {
+        let records = self.records(path)?;
+        let single = records.len() == 1 && records[0].path == *path;
+        let format = match accept {
+            Some(f) if self.supports(f) => f,
+            Some(_) => return Err(ResponseCode::NOT_ACCEPTABLE),
+            None if single => ContentFormat::Text,
+            None if self.lwm2m >= Lwm2mVersion::V1_1 => ContentFormat::SenmlCbor,
+            None => ContentFormat::Tlv,
+        };
+        let mut payload = Vec::new();
+        codec::encode(format, path, &records, &self.registry(), &mut payload)
+            .map_err(|_| ResponseCode::NOT_ACCEPTABLE)?;
+        Ok((format, payload))
+    }
+
+    fn handle_request(&mut self, method: RequestType, request: &Packet) -> Packet {
+        let now = self.now();
+        let segments = coap::uri_path(request);
+        let Some(path) = coap::lwm2m_path(&segments) else {
+            return coap::response_to(request, ResponseCode::NOT_FOUND);
+        };
+        let accept = match coap::accept(request) {
+            Ok(a) => a,
+            Err(()) if coap::uint(request, CoapOption::Accept) == Some(40) => return self.discover(request, &path),
+            Err(()) => return coap::response_to(request, ResponseCode::NOT_ACCEPTABLE),
+        };
+        match method {
+            RequestType::Get => {
+                let observe = coap::observe(request);
+                let result = self.encode(&path, accept);
+                let Ok((format, payload)) = result else {
+                    return coap::response_to(request, result.err().unwrap_or(ResponseCode::NOT_FOUND));
+                };
+                let mut response = coap::response_to(request, ResponseCode::CONTENT);
+                coap::set_content_format(&mut response, format);
+                match observe {
+                    Some(0) => {
+                        self.observations.retain(|o| o.token != request.get_token() && o.path != path);
+                        self.observations.push(Observation {
+                            token: request.get_token().to_vec(),
+                            path,
+                            format,
+                            sequence: 1,
+                            last_sent: now,
+                            dirty: false,
+                        });
+                        coap::set_uint(&mut response, CoapOption::Observe, 1);
+                    }
+                    Some(1) => self.observations.retain(|o| o.token != request.get_token() && o.path != path),
+                    _ => {}
+                }
+                response.payload = payload;
+                response
+            }
+            RequestType::Put if request.payload.is_empty() && coap::content_format_number(request).is_none() => {
+                // Write-Attributes.
+                let mut attributes =
+                    self.attributes.iter().find(|(p, _)| *p == path).map(|(_, a)| *a).unwrap_or_default();
+                for query in coap::uri_query(request) {
+                    let (name, value) = query.split_once('=').unwrap_or((&query, ""));
+                    let number = value.parse::<u32>().ok();
+                    match name {
+                        "pmin" => attributes.pmin = number,
+                        "pmax" => attributes.pmax = number,
+                        _ => {}
+                    }
+                }
+                self.attributes.retain(|(p, _)| *p != path);
+                self.attributes.push((path, attributes));
+                coap::response_to(request, ResponseCode::CHANGED)
+            }
+            RequestType::Put | RequestType::Post
+                if !(method == RequestType::Post
+                    && path.depth() == 3
+                    && request.payload.is_empty()
+                    && coap::content_format_number(request).is_none()) =>
+            {
+                self.write(request, &path, now)
+            }
+            RequestType::Post => self.execute(request, &path, now),
+            _ => coap::response_to(request, ResponseCode::METHOD_NOT_ALLOWED),
+        }
+    }
+
+    fn discover(&self, request: &Packet, path: &Path) -> Packet {
+        let Ok(records) = self.records(path) else { return coap::response_to(request, ResponseCode::NOT_FOUND) };
+        let mut links: Vec<String> = vec![format!("<{path}>")];
+        let mut seen = Vec::new();
+        for record in &records {
+            let resource = record.path.truncate(3);
+            if !seen.contains(&resource) && resource != *path {
+                seen.push(resource);
+                links.push(format!("<{resource}>"));
+            }
+        }
+        let mut response = coap::response_to(request, ResponseCode::CONTENT);
+        coap::set_uint(&mut response, CoapOption::ContentFormat, 40);
+        response.payload = links.join(",").into_bytes();
+        response
+    }
+
+    fn write(&mut self, request: &Packet, path: &Path, now: Instant) -> Packet {
+        let format_number = coap::content_format_number(request);
+        let Some(format) = coap::content_format(request).filter(|f| self.supports(*f)) else {
+            return coap::response_to(
+                request,
+                if format_number.is_none() {
+                    ResponseCode::BAD_REQUEST
+                } else {
+                    ResponseCode::UNSUPPORTED_CONTENT_FORMAT
+                },
+            );
+        };
+        if *path == Path::resource(5, 0, 0) {
+            let block1 = coap::block(request, CoapOption::Block1);
+            let block = match block1 {
+                Some(b) => PackageBlock {
+                    number: b.number,
+                    more: b.more,
+                    size: b.size,
+                    data: &request.payload,
+                    total_size: coap::uint(request, CoapOption::Size1),
+                },
+                None => PackageBlock::whole(&request.payload),
+            };
+            let data = match format {
+                ContentFormat::Opaque => None,
+                // A Package in another format (e.g. TLV): decode the opaque value first.
+                _ => match codec::decode(format, path, &request.payload, &self.registry(), &DecodeOptions::default()) {
+                    Ok(records) => match records.first().map(|r| &r.value) {
+                        Some(Value::Opaque(bytes)) => Some(bytes.to_vec()),
+                        _ => return coap::response_to(request, ResponseCode::BAD_REQUEST),
+                    },
+                    Err(_) => return coap::response_to(request, ResponseCode::BAD_REQUEST),
+                },
+            };
+            let block = match &data {
+                Some(bytes) => PackageBlock { data: bytes, ..block },
+                None => block,
+            };
+            let code = self.firmware.write_package_block(now, block, &mut self.sink);
+            let mut response = coap::response_to(request, code);
+            if let Some(b) = block1 {
+                if code == ResponseCode::CONTINUE || code == ResponseCode::CHANGED {
+                    coap::set_block(
+                        &mut response,
+                        CoapOption::Block1,
+                        Block { more: code == ResponseCode::CONTINUE, ..b },
+                    );
+                }
+            }
+            return response;
+        }
+        let records = match codec::decode(format, path, &request.payload, &self.registry(), &DecodeOptions::default()) {
+            Ok(records) => records,
+            Err(_) => return coap::response_to(request, ResponseCode::BAD_REQUEST),
+        };
+        let mut code = ResponseCode::CHANGED;
+        for record in &records {
+            let result = match (record.path.object_id(), record.path.resource_id()) {
+                (Some(5), Some(resource)) => self.firmware.write(now, resource, &record.value),
+                (Some(1), Some(1)) => match record.value.as_i64() {
+                    Some(lifetime) if lifetime > 0 => {
+                        // Lifetime changed: tell the server in an Update.
+                        self.lifetime = lifetime.min(i64::from(u32::MAX)) as u32;
+                        self.update_registration(true);
+                        ResponseCode::CHANGED
+                    }
+                    _ => ResponseCode::BAD_REQUEST,
+                },
+                _ => ResponseCode::METHOD_NOT_ALLOWED,
+            };
+            if !result.is_success() {
+                code = result;
+                break;
+            }
+        }
+        coap::response_to(request, code)
+    }
+
+    fn execute(&mut self, request: &Packet, path: &Path, now: Instant) -> Packet {
+        let code = match (path.object_id(), path.instance_id(), path.resource_id()) {
+            (Some(5), Some(0), Some(resource)) => self.firmware.execute(now, resource),
+            (Some(3), Some(0), Some(4)) => {
+                self.reboot_at = Some(now + Duration::from_millis(300));
+                ResponseCode::CHANGED
+            }
+            (Some(1), Some(0), Some(8)) => {
+                self.update_registration(false);
+                ResponseCode::CHANGED
+            }
+            _ => ResponseCode::METHOD_NOT_ALLOWED,
+        };
+        coap::response_to(request, code)
+    }
+
+    fn notify(&mut self, index: usize) {
+        let now = self.now();
+        let (path, format) = (self.observations[index].path, self.observations[index].format);
+        let Ok((_, payload)) = self.encode(&path, Some(format)) else { return };
+        let message_id = self.message_id();
+        let observation = &mut self.observations[index];
+        observation.sequence += 1;
+        observation.last_sent = now;
+        observation.dirty = false;
+        let mut packet = Packet::new();
+        packet.header.set_type(MessageType::NonConfirmable);
+        packet.header.code = MessageClass::from(ResponseCode::CONTENT.0);
+        packet.header.message_id = message_id;
+        packet.set_token(observation.token.clone());
+        coap::set_uint(&mut packet, CoapOption::Observe, u64::from(observation.sequence));
+        coap::set_content_format(&mut packet, format);
+        packet.payload = payload;
+        let bytes = coap::bytes(&packet);
+        self.transmit(&bytes);
+    }
+
+    fn attributes_for(&self, path: &Path) -> Attributes {
+        self.attributes.iter().find(|(p, _)| p == path).map(|(_, a)| *a).unwrap_or_default()
+    }
+
+    fn resource_changed(&mut self, resource: u16) {
+        let changed = Path::resource(5, 0, resource);
+        let now = self.now();
+        for index in 0..self.observations.len() {
+            let observed = self.observations[index].path;
+            if changed.starts_with(&observed) || observed.starts_with(&changed) {
+                let pmin = u64::from(self.attributes_for(&observed).pmin.unwrap_or(0));
+                if now >= self.observations[index].last_sent + Duration::from_secs(pmin) {
+                    self.notify(index);
+                } else {
+                    self.observations[index].dirty = true;
+                }
+            }
+        }
+    }
+
+    fn drain_events(&mut self) {
+        while let Some(event) = self.firmware.poll_event() {
+            match event {
+                FirmwareEvent::StartDownload { uri, offset } => {
+                    eprintln!("device {}: downloading {uri} from byte {offset}", self.args.endpoint);
+                    self.download = Some(start_download(uri, offset, self.image.clone()));
+                }
+                FirmwareEvent::AbortDownload => {
+                    if let Some(download) = self.download.take() {
+                        download.cancel.store(true, Ordering::Relaxed);
+                    }
+                }
+                FirmwareEvent::DiscardImage => {
+                    let _ = std::fs::remove_file(&self.image);
+                }
+                FirmwareEvent::ApplyUpdate => {
+                    // Answer the Execute first, then "reboot".
+                    self.reboot_at = Some(self.now() + Duration::from_millis(500));
+                }
+                FirmwareEvent::ResourceChanged(resource) => self.resource_changed(resource),
+                FirmwareEvent::SendState => self.send_state(),
+                FirmwareEvent::Persist => self.persist(),
+                _ => {}
+            }
+        }
+    }
+
+    fn reboot(&mut self) {
+        let now = self.now();
+        eprintln!("device {}: rebooting", self.args.endpoint);
+        if self.firmware.state() == lwm2m_fota::model::State::Updating {
+            self.firmware_version = image_version(&self.image);
+            let _ = self.firmware.update_succeeded(now);
+            eprintln!("device {}: now running {}", self.args.endpoint, self.firmware_version);
+        }
+        if let Some(download) = self.download.take() {
+            download.cancel.store(true, Ordering::Relaxed);
+        }
+        self.persist();
+        // Drop events raised while "down"; a Send follows the new registration.
+        while self.firmware.poll_event().is_some() {}
+        self.send_after_register = true;
+        self.register();
+    }
+
+    fn tick(&mut self) {
+        let now = self.now();
+        // Retransmit confirmable uplinks (RFC 7252 §4.2).
+        let mut resend = Vec::new();
+        let mut gave_up = Vec::new();
+        for (i, pending) in self.pending.iter_mut().enumerate() {
+            if pending.sends == u32::MAX || now < pending.next_send {
+                continue;
+            }
+            if pending.sends > coap::MAX_RETRANSMIT {
+                gave_up.push(i);
+                continue;
+            }
+            pending.sends += 1;
+            pending.timeout *= 2;
+            pending.next_send = now + pending.timeout;
+            resend.push(pending.datagram.clone());
+        }
+        for datagram in resend {
+            self.transmit(&datagram);
+        }
+        for i in gave_up.into_iter().rev() {
+            let pending = self.pending.remove(i);
+            if pending.kind != Uplink::Send {
+                // No answer from the server: try registering again later.
+                self.location = None;
+                self.next_update = now + Duration::from_secs(5);
+            }
+        }
+        if let Some(download) = &self.download {
+            let mut finished = None;
+            let mut progress = None;
+            while let Ok(message) = download.messages.try_recv() {
+                match message {
+                    DownloadMessage::Progress(offset) => progress = Some(offset),
+                    other => finished = Some(other),
+                }
+            }
+            if let Some(offset) = progress {
+                let _ = self.firmware.download_progress(now, offset);
+                self.persist();
+            }
+            match finished {
+                Some(DownloadMessage::Done) => {
+                    self.download = None;
+                    eprintln!("device {}: download complete", self.args.endpoint);
+                    let _ = self.firmware.download_completed(now);
+                }
+                Some(DownloadMessage::Failed(result)) => {
+                    self.download = None;
+                    eprintln!("device {}: download failed: {result}", self.args.endpoint);
+                    let _ = self.firmware.download_failed(now, result);
+                }
+                _ => {}
+            }
+            self.drain_events();
+        }
+        if self.reboot_at.is_some_and(|at| now >= at) {
+            self.reboot_at = None;
+            self.reboot();
+        }
+        if now >= self.next_update {
+            if self.location.is_some() {
+                self.update_registration(false);
+            } else if !self.pending.iter().any(|p| p.kind == Uplink::Register) {
+                self.register();
+            }
+        }
+        let _ = self.firmware.handle_timeout(now);
+        self.drain_events();
+        for index in 0..self.observations.len() {
+            let attributes = self.attributes_for(&self.observations[index].path);
+            let observation = &self.observations[index];
+            let pmax_due = attributes
+                .pmax
+                .filter(|p| *p > 0)
+                .is_some_and(|p| now >= observation.last_sent + Duration::from_secs(u64::from(p)));
+            let pmin_due = observation.dirty
+                && now >= observation.last_sent + Duration::from_secs(u64::from(attributes.pmin.unwrap_or(0)));
+            if pmax_due || pmin_due {
+                self.notify(index);
+            }
+        }
+    }
+
+    fn run(&mut self) -> ! {
+        // Resume what a restart interrupted (a download, an installation).
+        self.firmware.rebooted(self.now());
+        let resumed: Vec<FirmwareEvent> = std::iter::from_fn(|| self.firmware.poll_event()).collect();
+        for event in resumed {
+            match event {
+                FirmwareEvent::StartDownload { uri, offset } => {
+                    eprintln!("device {}: resuming {uri} at byte {offset}", self.args.endpoint);
+                    self.download = Some(start_download(uri, offset, self.image.clone()));
+                }
+                FirmwareEvent::ApplyUpdate => self.reboot_at = Some(self.now()),
+                _ => {}
+            }
+        }
+        self.register();
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, from)) if from == self.args.server || from.port() == self.args.server.port() => {
+                    let datagram = buf[..n].to_vec();
+                    self.handle_datagram(&datagram);
+                }
+                _ => {}
+            }
+            self.tick();
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match Device::new(args) {
+        Ok(mut device) => device.run(),
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! CoAP helpers shared by the `device` and `server` examples and their tests:
+//! building and reading coap-lite packets the way LwM2M uses them, Block1/Block2
+//! option values (RFC 7959), and RFC 7252 retransmission timing.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
+use lwm2m_fota::model::{Block, ContentFormat, Path, ResponseCode};
+
+/// RFC 7252 ACK_TIMEOUT.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// RFC 7252 MAX_RETRANSMIT.
+pub const MAX_RETRANSMIT: u32 = 4;
+
+/// A request packet.
+pub fn request(kind: MessageType, method: RequestType, message_id: u16, token: &[u8]) -> Packet {
+    let mut packet = Packet::new();
+    packet.header.set_type(kind);
+    packet.header.code = MessageClass::Request(method);
+    packet.header.message_id = message_id;
+    packet.set_token(token.to_vec());
+    packet
+}
+
+/// A response piggybacked on the ACK of `request` (or a NON response to a NON).
+pub fn response_to(request: &Packet, code: ResponseCode) -> Packet {
+    let mut packet = Packet::new();
+    let kind = if request.header.get_type() == MessageType::Confirmable {
+        MessageType::Acknowledgement
+    } else {
+        MessageType::NonConfirmable
+    };
+    packet.header.set_type(kind);
+    packet.header.code = MessageClass::from(code.0);
+    packet.header.message_id = request.header.message_id;
+    packet.set_token(request.get_token().to_vec());
+    packet
+}
+
+/// An empty ACK (or RST) for a confirmable message.
+pub fn empty(kind: MessageType, message_id: u16) -> Packet {
+    let mut packet = Packet::new();
+    packet.header.set_type(kind);
+    packet.header.code = MessageClass::Empty;
+    packet.header.message_id = message_id;
+    packet
+}
+
+/// The response code of a response packet.
+pub fn code_of(packet: &Packet) -> ResponseCode {
+    ResponseCode(u8::from(packet.header.code))
+}
+
+/// Minimal big-endian unsigned option value (RFC 7252 §3.2).
+pub fn uint_option(value: u64) -> Vec<u8> {
+    let bytes = value.to_be_bytes();
+    let skip = bytes.iter().take_while(|&&b| b == 0).count();
+    bytes[skip..].to_vec()
+}
+
+/// An unsigned option's value.
+pub fn read_uint(bytes: &[u8]) -> Option<u64> {
+    (bytes.len() <= 8).then(|| bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
+}
+
+/// The first value of an unsigned option.
+pub fn uint(packet: &Packet, option: CoapOption) -> Option<u64> {
+    packet.get_first_option(option).and_then(|v| read_uint(v))
+}
+
+pub fn set_uint(packet: &mut Packet, option: CoapOption, value: u64) {
+    packet.clear_option(option);
+    packet.add_option(option, uint_option(value));
+}
+
+/// Content-Format of a packet, as our type.
+pub fn content_format(packet: &Packet) -> Option<ContentFormat> {
+    ContentFormat::from_number(uint(packet, CoapOption::ContentFormat)? as u16)
+}
+
+/// The raw Content-Format number, when present.
+pub fn content_format_number(packet: &Packet) -> Option<u64> {
+    uint(packet, CoapOption::ContentFormat)
+}
+
+pub fn set_content_format(packet: &mut Packet, format: ContentFormat) {
+    set_uint(packet, CoapOption::ContentFormat, u64::from(format.number()));
+}
+
+/// Accept, as our type (`Err` for a number we do not know).
+pub fn accept(packet: &Packet) -> Result<Option<ContentFormat>, ()> {
+    match uint(packet, CoapOption::Accept) {
+        None => Ok(None),
+        Some(n) => ContentFormat::from_number(n as u16).map(Some).ok_or(()),
+    }
+}
+
+/// Uri-Path segments.
+pub fn uri_path(packet: &Packet) -> Vec<String> {
+    packet
+        .get_option(CoapOption::UriPath)
+        .map(|list| list.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Location-Path segments.
+pub fn location_path(packet: &Packet) -> Vec<String> {
+    packet
+        .get_option(CoapOption::LocationPath)
+        .map(|list| list.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Uri-Query items.
+pub fn uri_query(packet: &Packet) -> Vec<String> {
+    packet
+        .get_option(CoapOption::UriQuery)
+        .map(|list| list.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+        .unwrap_or_default()
+}
+
+pub fn set_uri_path(packet: &mut Packet, segments: &[&str]) {
+    packet.clear_option(CoapOption::UriPath);
+    for segment in segments {
+        if !segment.is_empty() {
+            packet.add_option(CoapOption::UriPath, segment.as_bytes().to_vec());
+        }
+    }
+}
+
+pub fn add_query(packet: &mut Packet, item: &str) {
+    packet.add_option(CoapOption::UriQuery, item.as_bytes().to_vec());
+}
+
+/// The LwM2M path of a request's Uri-Path (`None` if a segment is not an id).
+pub fn lwm2m_path(segments: &[String]) -> Option<Path> {
+    let ids: Option<Vec<u16>> = segments.iter().map(|s| s.parse::<u16>().ok().filter(|id| *id != u16::MAX)).collect();
+    Path::from_segments(&ids?)
+}
+
+pub fn set_path(packet: &mut Packet, path: &Path) {
+    let segments: Vec<String> = path.segments().iter().map(u16::to_string).collect();
+    let refs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    set_uri_path(packet, &refs);
+}
+
+/// Block size exponent of a size (16 → 0 … 1024 → 6).
+pub fn szx(size: u32) -> u8 {
+    (size.clamp(16, 1024).trailing_zeros() - 4) as u8
+}
+
+/// A Block1/Block2 option value (RFC 7959 §2.2).
+pub fn block_value(block: Block) -> u64 {
+    (u64::from(block.number) << 4) | (u64::from(block.more) << 3) | u64::from(szx(block.size))
+}
+
+/// A Block1/Block2 option from its value (`None` for the reserved SZX 7).
+pub fn parse_block(value: u64) -> Option<Block> {
+    let szx = (value & 7) as u32;
+    (szx < 7).then(|| Block { number: (value >> 4) as u32, more: value & 8 != 0, size: 16 << szx })
+}
+
+pub fn block(packet: &Packet, option: CoapOption) -> Option<Block> {
+    parse_block(uint(packet, option)?)
+}
+
+pub fn set_block(packet: &mut Packet, option: CoapOption, block: Block) {
+    set_uint(packet, option, block_value(block));
+}
+
+/// The Observe option's value, if present.
+pub fn observe(packet: &Packet) -> Option<u64> {
+    packet.get_first_option(CoapOption::Observe).and_then(|v| read_uint(v))
+}
+
+/// Serializes a packet (LwM2M payloads here stay well under 64 KiB).
+pub fn bytes(packet: &Packet) -> Vec<u8> {
+    packet.to_bytes_unlimited().unwrap_or_default()
+}
+
+/// Parses a datagram.
+pub fn parse(datagram: &[u8]) -> Option<Packet> {
+    Packet::from_bytes(datagram).ok()
+}
+
+/// Splits `coap://host:port/a/b` into ("host:port", ["a", "b"]); `default_port`
+/// when none is given.
+pub fn split_uri(uri: &str, default_port: u16) -> Option<(String, Vec<String>)> {
+    let rest = uri.split_once("://")?.1;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, ""),
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let has_port = match authority.strip_prefix('[') {
+        Some(v6) => v6.contains("]:"),
+        None => authority.contains(':'),
+    };
+    let host_port = if has_port { authority.to_string() } else { format!("{authority}:{default_port}") };
+    Some((host_port, path.split('/').filter(|s| !s.is_empty()).map(str::to_string).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_values() {
+        // RFC 7959 examples from operations.md §9.2.
+        assert_eq!(block_value(Block { number: 639, more: false, size: 128 }), 0x27F3);
+        assert_eq!(block_value(Block { number: 0, more: true, size: 128 }), 0x0B);
+        assert_eq!(uint_option(0), Vec::<u8>::new());
+        assert_eq!(parse_block(0x27F3), Some(Block { number: 639, more: false, size: 128 }));
+        assert_eq!(parse_block(7), None);
+    }
+}
