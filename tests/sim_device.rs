@@ -292,6 +292,22 @@ fn rebooting_devices_resume_and_lossy_links_drop() {
         rebooted += usize::from(h.device.registrations() > 1);
     }
     assert!(rebooted >= 2, "only {rebooted} of 20 devices rebooted mid-download");
+    // A rebooting device de-registers before installing, then registers anew.
+    let mut h = Harness::new(profile::REBOOTING, 77);
+    h.registered();
+    write_uri(&mut h, URI);
+    for _ in 0..60 {
+        h.run_until(Duration::from_secs(5), |_| false);
+        if h.device.reachable(h.now) && state_of(&mut h) == 2 {
+            break;
+        }
+    }
+    let before = h.device.registrations();
+    h.call(Operation::Execute { path: Path::resource(5, 0, 2) });
+    let deregistered = h.run_until(Duration::from_secs(5), |m| matches!(m, ClientMessage::Deregister));
+    assert!(deregistered.is_some());
+    h.registered();
+    assert!(h.device.registrations() > before);
     let mut net = Network::new(9);
     for i in 0..1000u32 {
         net.transmit(Instant::ZERO, &profile::LOSSY.uplink, i);

@@ -536,6 +536,9 @@ impl SimDevice {
                     if self.pending_version.is_none() {
                         self.pending_version = image_version(&self.sink.head);
                     }
+                    if self.profile.deregister_before_update && self.registered {
+                        self.emit(now, ClientMessage::Deregister);
+                    }
                     self.installing = true;
                     let reboot = self.rng.chance(self.profile.reboot_ppm);
                     let install = self.profile.install_time;

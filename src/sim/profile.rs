@@ -49,6 +49,9 @@ pub struct Profile {
     pub reboot_ppm: u32,
     /// Chance a pull download loses its connection part way (ppm): Update Result 4.
     pub download_failure_ppm: u32,
+    /// De-registers before installing an image (a graceful shutdown some
+    /// clients do; a server must keep the task and wait for the new Register).
+    pub deregister_before_update: bool,
     /// Server to device link.
     pub downlink: LinkParams,
     /// Device to server link.
@@ -80,6 +83,7 @@ pub const CONFORMING: Profile = Profile {
     install_time: Duration::from_secs(20),
     reboot_ppm: 0,
     download_failure_ppm: 0,
+    deregister_before_update: false,
     downlink: link(50, 20, 0, 0),
     uplink: link(50, 20, 0, 0),
 };
@@ -95,8 +99,10 @@ pub const LOSSY: Profile = Profile {
 };
 
 /// Conforming, but reboots unexpectedly part way through 30 % of downloads and
-/// 30 % of installs (resuming from its persisted /5 state).
-pub const REBOOTING: Profile = Profile { name: "rebooting", reboot_ppm: 300_000, ..CONFORMING };
+/// 30 % of installs (resuming from its persisted /5 state), and de-registers
+/// before it installs an image.
+pub const REBOOTING: Profile =
+    Profile { name: "rebooting", reboot_ppm: 300_000, deregister_before_update: true, ..CONFORMING };
 
 /// A queue-mode device (LwM2M 1.1 `Q`): reachable only in the 30 s after each
 /// uplink, sending a Registration Update every 9 minutes.
