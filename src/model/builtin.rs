@@ -60,8 +60,10 @@ static FIRMWARE_UPDATE_1_0: ObjectDef =
     ObjectDef::from_sorted(5, "Firmware Update", ObjectVersion::V1_0, false, false, &FIRMWARE_UPDATE_1_0_TABLE);
 static FIRMWARE_UPDATE_1_1: ObjectDef =
     ObjectDef::from_sorted(5, "Firmware Update", ObjectVersion::V1_1, false, false, &FIRMWARE_UPDATE_1_1_TABLE);
-static FIRMWARE_UPDATE_1_2: ObjectDef =
+static FIRMWARE_UPDATE_1_2: ObjectDef = FIRMWARE_UPDATE_1_2_DEF;
+pub(crate) const FIRMWARE_UPDATE_1_2_DEF: ObjectDef =
     ObjectDef::from_sorted(5, "Firmware Update", ObjectVersion::V1_2, false, false, &FIRMWARE_UPDATE_1_2_TABLE);
+
 
 /// The /5 Firmware Update object in the requested object version: 1.0 (resources
 /// 0–3, 5–9; Update Result 0..9), 1.1 (adds 10–13; Update Result 0..11) or 1.2
@@ -109,9 +111,11 @@ static DEVICE_TABLE: [R; 23] = [
     R::new(22, "ExtDevInfo", Op::READ, T::Objlnk, true, false),
 ];
 
+pub(crate) const DEVICE: ObjectDef = ObjectDef::from_sorted(3, "Device", ObjectVersion::V1_2, false, true, &DEVICE_TABLE);
+
 /// The /3 Device object (mandatory for every client; single instance).
 pub fn device() -> ObjectDef {
-    ObjectDef::from_sorted(3, "Device", ObjectVersion::V1_2, false, true, &DEVICE_TABLE)
+    DEVICE
 }
 
 static SERVER_TABLE: [R; 28] = [
@@ -145,10 +149,13 @@ static SERVER_TABLE: [R; 28] = [
     R::new(27, "Profile ID Hash Algorithm", Op::READ_WRITE, T::UnsignedInteger, false, false),
 ];
 
+pub(crate) const SERVER: ObjectDef =
+    ObjectDef::from_sorted(1, "LwM2M Server", ObjectVersion::V1_2, true, true, &SERVER_TABLE);
+
 /// The /1 Server object (its Lifetime, /1/x/1, is what a server extends while a
 /// device is busy downloading).
 pub fn server() -> ObjectDef {
-    ObjectDef::from_sorted(1, "LwM2M Server", ObjectVersion::V1_2, true, true, &SERVER_TABLE)
+    SERVER
 }
 
 #[cfg(test)]

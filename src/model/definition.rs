@@ -1,6 +1,7 @@
 //! Object and resource definitions, and the registry that types payloads.
 
 use alloc::borrow::Cow;
+#[cfg(test)]
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -285,22 +286,32 @@ pub enum DefinitionError {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Registry {
-    // Sorted by object id, one definition per id.
-    objects: Vec<ObjectDef>,
+    // Sorted by object id, one definition per id; borrowed from a static table
+    // until something is registered, so the built-in registry costs nothing.
+    objects: Cow<'static, [ObjectDef]>,
 }
+
+static BUILTIN: [ObjectDef; 3] = [super::builtin::SERVER, super::builtin::DEVICE, super::builtin::FIRMWARE_UPDATE_1_2_DEF];
 
 impl Registry {
     /// A registry without any object.
     pub const fn empty() -> Registry {
-        Registry { objects: Vec::new() }
+        Registry { objects: Cow::Borrowed(&[]) }
+    }
+
+    /// The built-in objects (/1, /3, /5 version 1.2) without allocating: the same
+    /// as [`Registry::default`].
+    pub const fn builtin() -> Registry {
+        Registry { objects: Cow::Borrowed(&BUILTIN) }
     }
 
     /// Adds `object`, returning the definition it replaced for the same id.
     pub fn register(&mut self, object: ObjectDef) -> Option<ObjectDef> {
-        match self.objects.binary_search_by_key(&object.id, |o| o.id) {
-            Ok(i) => Some(core::mem::replace(&mut self.objects[i], object)),
+        let objects = self.objects.to_mut();
+        match objects.binary_search_by_key(&object.id, |o| o.id) {
+            Ok(i) => Some(core::mem::replace(&mut objects[i], object)),
             Err(i) => {
-                self.objects.insert(i, object);
+                objects.insert(i, object);
                 None
             }
         }
@@ -330,11 +341,7 @@ impl Registry {
 
 impl Default for Registry {
     fn default() -> Registry {
-        let mut registry = Registry::empty();
-        registry.register(super::builtin::server());
-        registry.register(super::builtin::device());
-        registry.register(super::builtin::firmware_update(ObjectVersion::V1_2).clone());
-        registry
+        Registry::builtin()
     }
 }
 
