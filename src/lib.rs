@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | [`device`] | the Firmware Update object (/5) state machine as a device runs it | no (`alloc`) |
 //! | [`codec`] | TLV, SenML-CBOR, SenML-JSON, LwM2M-CBOR, plain text, opaque and single-value CBOR | no (`alloc`) |
+//! | [`server`] | one device's upgrade task: five strategies, push and pull, timeouts, resume, retries, verification | no (`alloc`) |
 //! | `sim` (feature `sim`) | deterministic simulated devices and a lossy, delaying network | yes |
 //! | [`model`] | paths, values, content formats, object and resource definitions (/1, /3, /5 built in) | no (`alloc`) |
 //!
@@ -50,5 +51,6 @@ struct ReadmeDoctests;
 pub mod codec;
 pub mod device;
 pub mod model;
+pub mod server;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -64,7 +64,6 @@ static FIRMWARE_UPDATE_1_2: ObjectDef = FIRMWARE_UPDATE_1_2_DEF;
 pub(crate) const FIRMWARE_UPDATE_1_2_DEF: ObjectDef =
     ObjectDef::from_sorted(5, "Firmware Update", ObjectVersion::V1_2, false, false, &FIRMWARE_UPDATE_1_2_TABLE);
 
-
 /// The /5 Firmware Update object in the requested object version: 1.0 (resources
 /// 0–3, 5–9; Update Result 0..9), 1.1 (adds 10–13; Update Result 0..11) or 1.2
 /// (adds 14). Versions below 1.1 map to 1.0, above 1.2 to 1.2.
@@ -111,7 +110,8 @@ static DEVICE_TABLE: [R; 23] = [
     R::new(22, "ExtDevInfo", Op::READ, T::Objlnk, true, false),
 ];
 
-pub(crate) const DEVICE: ObjectDef = ObjectDef::from_sorted(3, "Device", ObjectVersion::V1_2, false, true, &DEVICE_TABLE);
+pub(crate) const DEVICE: ObjectDef =
+    ObjectDef::from_sorted(3, "Device", ObjectVersion::V1_2, false, true, &DEVICE_TABLE);
 
 /// The /3 Device object (mandatory for every client; single instance).
 pub fn device() -> ObjectDef {

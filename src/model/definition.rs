@@ -291,7 +291,8 @@ pub struct Registry {
     objects: Cow<'static, [ObjectDef]>,
 }
 
-static BUILTIN: [ObjectDef; 3] = [super::builtin::SERVER, super::builtin::DEVICE, super::builtin::FIRMWARE_UPDATE_1_2_DEF];
+static BUILTIN: [ObjectDef; 3] =
+    [super::builtin::SERVER, super::builtin::DEVICE, super::builtin::FIRMWARE_UPDATE_1_2_DEF];
 
 impl Registry {
     /// A registry without any object.

@@ -153,6 +153,8 @@ pub struct SimDevice {
     pending_version: Option<String>,
     reboot_at: Option<Instant>,
     outbox: VecDeque<ClientMessage>,
+    /// The last answer, repeated for a retransmitted request (CoAP deduplication).
+    last_answer: Option<(RequestId, ResponseCode, Option<ContentFormat>, Bytes)>,
 }
 
 const SOFTWARE_VERSION: &str = "lwm2m-fota-sim";
@@ -192,6 +194,7 @@ impl SimDevice {
             pending_version: None,
             reboot_at: None,
             outbox: VecDeque::new(),
+            last_answer: None,
         }
     }
 
@@ -318,7 +321,12 @@ impl SimDevice {
         if !self.reachable(now) {
             return;
         }
+        if let Some((last, code, format, payload)) = self.last_answer.clone().filter(|(last, ..)| *last == id) {
+            self.emit(now, ClientMessage::Response { id: last, code, format, payload });
+            return;
+        }
         let (code, format, payload) = self.answer(now, id, operation);
+        self.last_answer = Some((id, code, format, payload.clone()));
         self.emit(now, ClientMessage::Response { id, code, format, payload });
         self.drain_firmware(now, images);
     }

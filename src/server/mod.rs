@@ -1,0 +1,35 @@
+//! The server side of FOTA: one device's upgrade task, every strategy and option
+//! of the reference platform, sans-I/O.
+//!
+//! `server` never imports [`crate::device`]: it works with devices it did not
+//! write. It speaks [`crate::model::Operation`]s and decodes what devices answer
+//! with [`crate::codec`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use lwm2m_fota::model::{Instant, Registration, Lwm2mVersion, parse_object_links};
+//! use lwm2m_fota::server::{TaskInput, TaskOutput, UpgradeConfig, UpgradeTask};
+//!
+//! let config = Arc::new(UpgradeConfig::new("http://fw.example.com/images/", "v2.bin", 120_000));
+//! let mut task = UpgradeTask::new(config);
+//! let registration = Registration {
+//!     endpoint: "dev-1".into(), lifetime: 300, lwm2m_version: Lwm2mVersion::V1_1, binding: "U".into(),
+//!     queue_mode: false, objects: parse_object_links("</1/0>,</3/0>,</5>;ver=1.1,</5/0>").unwrap(),
+//! };
+//! let now = Instant::from_millis(0);
+//! task.handle(now, TaskInput::Registered(&registration)).unwrap();
+//! task.start(now).unwrap();
+//! // The first request reads /5/0 (strategy S1, reads).
+//! let request = std::iter::from_fn(|| task.poll_output())
+//!     .find_map(|o| match o { TaskOutput::Request(r) => Some(r), _ => None })
+//!     .unwrap();
+//! assert!(format!("{:?}", request.kind).contains("Read"));
+//! ```
+
+mod config;
+mod outcome;
+mod task;
+
+pub use config::{Delivery, RetryPolicy, Strategy, UpgradeConfig};
+pub use outcome::{Failure, Outcome, Step, TaskEvent};
+pub use task::{CachedModel, RequestKind, TaskError, TaskInput, TaskOutput, TaskRequest, UpgradeTask};

@@ -1,0 +1,1108 @@
+//! One device's upgrade task, sans-I/O.
+
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use alloc::sync::Arc;
+use bytes::Bytes;
+
+use super::config::{Delivery, Strategy, UpgradeConfig};
+use super::outcome::{Failure, Outcome, Step, TaskEvent};
+use crate::codec::{self, DecodeOptions};
+use crate::model::{
+    Block, ContentFormat, DeliveryMethod, Instant, ObjectVersion, Operation, Path, Protocol, ProtocolSet, Record,
+    Registration, Registry, RequestId, ResponseCode, State, UpdateResult, Value,
+};
+
+/// What the server knows of a device without asking it (U6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct CachedModel {
+    /// `/5/0/3`.
+    pub state: Option<State>,
+    /// `/5/0/5`.
+    pub result: Option<UpdateResult>,
+    /// `/5/0/8`.
+    pub protocols: Option<ProtocolSet>,
+    /// `/5/0/9`.
+    pub delivery: Option<DeliveryMethod>,
+}
+
+/// An input from the device or the transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskInput<'a> {
+    /// A Register: a new registration (the old one's observations are void).
+    Registered(&'a Registration),
+    /// A Registration Update.
+    RegistrationUpdated,
+    /// A De-register.
+    Deregistered,
+    /// The device's answer to request `id`.
+    Response {
+        /// The request.
+        id: RequestId,
+        /// The code.
+        code: ResponseCode,
+        /// The payload's format, if it has one.
+        format: Option<ContentFormat>,
+        /// The payload.
+        payload: &'a [u8],
+    },
+    /// Request `id` could not be delivered (CoAP retransmissions exhausted).
+    TransportFailure {
+        /// The request.
+        id: RequestId,
+    },
+    /// A notification of the observation started by request `observation`.
+    Notification {
+        /// The Observe request.
+        observation: RequestId,
+        /// Payload format.
+        format: ContentFormat,
+        /// Payload.
+        payload: &'a [u8],
+    },
+    /// An LwM2M Send (`POST /dp`).
+    Send {
+        /// Payload format.
+        format: ContentFormat,
+        /// Payload.
+        payload: &'a [u8],
+    },
+}
+
+/// A request the caller must send to the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestKind {
+    /// An LwM2M operation, ready to send.
+    Operation(Operation),
+    /// One block of the pushed image: send bytes `block.offset()` up to
+    /// `block.offset() + block.size` (or the end) of the image as a
+    /// `WriteBlock` to `/5/0/0` (Content-Format 42) with Size1 = `total_size`.
+    PackageBlock {
+        /// Block number, more flag and size.
+        block: Block,
+        /// The image's size.
+        total_size: u64,
+    },
+}
+
+/// A request with the id the caller echoes in [`TaskInput::Response`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRequest {
+    /// Request id.
+    pub id: RequestId,
+    /// What to send.
+    pub kind: RequestKind,
+}
+
+/// What [`UpgradeTask::poll_output`] yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskOutput {
+    /// Send this request to the device.
+    Request(TaskRequest),
+    /// Report this.
+    Event(TaskEvent),
+}
+
+/// Misuse of the task (not device behaviour, which only ever produces events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// `now` is earlier than an instant given before.
+    #[error("time went backwards")]
+    TimeWentBackwards,
+    /// A response or failure for a request id this task never issued.
+    #[error("request {0} was never issued by this task")]
+    UnknownRequest(RequestId),
+}
+
+/// What a request in flight is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+enum Action {
+    ReadFirmware,
+    ReadVersion,
+    Reset,
+    WriteLifetime,
+    RestoreLifetime,
+    Observe(Target),
+    WriteUri,
+    PushBlock(u32),
+    Execute,
+}
+
+/// Observation targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+enum Target {
+    State,
+    Result,
+    Instance,
+    Version,
+    Protocols,
+    Delivery,
+}
+
+impl Target {
+    const ALL: [Target; 6] =
+        [Target::State, Target::Result, Target::Instance, Target::Version, Target::Protocols, Target::Delivery];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn bit(self) -> u8 {
+        1 << self.index()
+    }
+
+    fn path(self) -> Path {
+        match self {
+            Target::State => Path::resource(5, 0, 3),
+            Target::Result => Path::resource(5, 0, 5),
+            Target::Instance => Path::instance(5, 0),
+            Target::Version => Path::resource(3, 0, 3),
+            Target::Protocols => Path::resource(5, 0, 8),
+            Target::Delivery => Path::resource(5, 0, 9),
+        }
+    }
+}
+
+/// A request the device rejected or never got, remembered for U7.
+const NO_ID: RequestId = 0;
+
+/// One device's firmware upgrade: strategy × delivery × protocol, timeout,
+/// resume, retries and verification (features.md U1–U12, S1–S5, B1, B4,
+/// B7–B10), sans-I/O.
+///
+/// Its methods fall into families, as in quinn-proto:
+/// - commands: [`start`](Self::start), [`cancel`](Self::cancel),
+///   [`release_execute`](Self::release_execute);
+/// - inputs: [`handle`](Self::handle) (registration, responses, notifications,
+///   Send, transport failures) and [`handle_timeout`](Self::handle_timeout);
+/// - outputs: [`poll_output`](Self::poll_output) (drain it after every input:
+///   events first, then at most one request in flight to the device) and
+///   [`poll_timeout`](Self::poll_timeout).
+///
+/// Time comes with every input and must not go backwards; a spurious
+/// `handle_timeout` is harmless. Device misbehaviour never panics and never
+/// hangs: it ends in [`Outcome::Failed`] with a precise [`Failure`]. The whole
+/// task serializes with serde; a task restored from a snapshot taken after any
+/// step continues exactly as the original.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct UpgradeTask {
+    config: Arc<UpgradeConfig>,
+    step: Step,
+    started: Instant,
+    deadline: Instant,
+    wait_until: Option<Instant>,
+    last_now: Instant,
+    registered: bool,
+    queue_mode: bool,
+    awake_until: Instant,
+    firmware_object: ObjectVersion,
+    server_instance: u16,
+    original_lifetime: u32,
+    state: Option<State>,
+    result: Option<UpdateResult>,
+    protocols: Option<ProtocolSet>,
+    delivery_method: Option<DeliveryMethod>,
+    version: Option<String>,
+    cached: Option<CachedModel>,
+    attempt: u32,
+    push: bool,
+    next_block: u32,
+    block_restarts: u8,
+    delivered: bool,
+    lifetime_extended: bool,
+    lifetime_restored: bool,
+    reset_done: bool,
+    execute_released: bool,
+    need_read: bool,
+    seen_send: bool,
+    want_observe: u8,
+    observations: [RequestId; 6],
+    next_id: RequestId,
+    in_flight: Option<(RequestId, Action, Instant)>,
+    resume: Option<Action>,
+    cancel_reset: bool,
+    outcome: Option<Outcome>,
+    events: VecDeque<TaskEvent>,
+}
+
+impl UpgradeTask {
+    /// A task for one device; nothing happens until [`start`](Self::start).
+    pub fn new(config: Arc<UpgradeConfig>) -> UpgradeTask {
+        UpgradeTask {
+            config,
+            step: Step::NotStarted,
+            started: Instant::ZERO,
+            deadline: Instant::ZERO,
+            wait_until: None,
+            last_now: Instant::ZERO,
+            registered: false,
+            queue_mode: false,
+            awake_until: Instant::ZERO,
+            firmware_object: ObjectVersion::V1_0,
+            server_instance: 0,
+            original_lifetime: 0,
+            state: None,
+            result: None,
+            protocols: None,
+            delivery_method: None,
+            version: None,
+            cached: None,
+            attempt: 1,
+            push: false,
+            next_block: 0,
+            block_restarts: 0,
+            delivered: false,
+            lifetime_extended: false,
+            lifetime_restored: false,
+            reset_done: false,
+            execute_released: false,
+            need_read: false,
+            seen_send: false,
+            want_observe: 0,
+            observations: [NO_ID; 6],
+            next_id: 1,
+            in_flight: None,
+            resume: None,
+            cancel_reset: false,
+            outcome: None,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// A task that may start from the server's cached copy of the device's data
+    /// model (U6; used when the configuration enables it and the cache has State).
+    pub fn with_cached_model(config: Arc<UpgradeConfig>, cached: CachedModel) -> UpgradeTask {
+        let mut task = UpgradeTask::new(config);
+        task.cached = Some(cached);
+        task
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &UpgradeConfig {
+        &self.config
+    }
+
+    /// The current step.
+    pub fn step(&self) -> Step {
+        self.step
+    }
+
+    /// The outcome, once finished.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.outcome.as_ref()
+    }
+
+    /// The attempt under way (1 for the first).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// State and Update Result as last seen.
+    pub fn device_state(&self) -> (Option<State>, Option<UpdateResult>) {
+        (self.state, self.result)
+    }
+
+    fn tick(&mut self, now: Instant) -> Result<(), TaskError> {
+        if now < self.last_now {
+            return Err(TaskError::TimeWentBackwards);
+        }
+        self.last_now = now;
+        Ok(())
+    }
+
+    fn set_step(&mut self, now: Instant, step: Step) {
+        if self.step != step {
+            self.step = step;
+            self.events.push_back(TaskEvent::StepChanged(step));
+            self.wait_until = matches!(step, Step::Downloading | Step::Updating | Step::Verifying | Step::Inspecting)
+                .then(|| now + self.config.step_timeout);
+        }
+    }
+
+    fn strategy(&self) -> Strategy {
+        match self.config.strategy {
+            // U9: firmwareUpdateUseObserve turns S1 into S2.
+            Strategy::Reads if self.config.use_observe => Strategy::ObserveResources,
+            other => other,
+        }
+    }
+
+    fn finish(&mut self, now: Instant, outcome: Outcome) {
+        if self.outcome.is_some() {
+            return;
+        }
+        self.set_step(now, Step::Finished);
+        self.wait_until = None;
+        self.events.push_back(TaskEvent::Finished(outcome.clone()));
+        self.outcome = Some(outcome);
+    }
+
+    fn fail(&mut self, now: Instant, failure: Failure) {
+        if self.outcome.is_some() {
+            return;
+        }
+        let retryable = match &failure {
+            Failure::UpdateResult(result) => self.config.retry.retries(*result),
+            Failure::DownlinkFailure { .. } => self.config.retry.retry_downlink_failures,
+            _ => false,
+        };
+        if retryable && self.attempt < self.config.retry.max_attempts && now < self.deadline {
+            self.attempt += 1;
+            self.events.push_back(TaskEvent::Retrying { failure, attempt: self.attempt });
+            self.delivered = false;
+            self.next_block = 0;
+            self.block_restarts = 0;
+            self.reset_done = false;
+            self.execute_released = false;
+            self.resume = None;
+            self.need_read = true;
+            self.state = None;
+            self.set_step(now, Step::Inspecting);
+            return;
+        }
+        self.finish(now, Outcome::Failed(failure));
+    }
+
+    // ----- commands -----
+
+    /// Starts the upgrade at `now`; the timeout (U1) runs from here.
+    ///
+    /// # Errors
+    /// [`TaskError::TimeWentBackwards`].
+    pub fn start(&mut self, now: Instant) -> Result<(), TaskError> {
+        self.tick(now)?;
+        if self.step != Step::NotStarted {
+            return Ok(());
+        }
+        self.started = now;
+        self.deadline = now + self.config.timeout;
+        if let Some(cached) = self.cached.filter(|_| self.config.use_cached_data_model) {
+            self.state = cached.state;
+            self.result = cached.result;
+            self.protocols = cached.protocols;
+            self.delivery_method = cached.delivery;
+        }
+        self.set_step(now, if self.registered { Step::Inspecting } else { Step::WaitingForDevice });
+        self.advance(now);
+        Ok(())
+    }
+
+    /// Cancels the upgrade (B4): the device's state machine is reset with an
+    /// empty Package URI if the image was already on its way.
+    pub fn cancel(&mut self, now: Instant) {
+        if self.outcome.is_some() {
+            return;
+        }
+        self.last_now = self.last_now.max(now);
+        self.cancel_reset = self.delivered || matches!(self.state, Some(State::Downloading | State::Downloaded));
+        self.finish(now, Outcome::Failed(Failure::Cancelled));
+    }
+
+    /// Releases an Execute held at Downloaded (U12).
+    pub fn release_execute(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
+        self.execute_released = true;
+        self.advance(now);
+    }
+
+    // ----- inputs -----
+
+    /// One input from the device or the transport.
+    ///
+    /// # Errors
+    /// [`TaskError`] for time going backwards or a response to a request this
+    /// task never issued; stale and duplicate responses are ignored.
+    pub fn handle(&mut self, now: Instant, input: TaskInput<'_>) -> Result<(), TaskError> {
+        self.tick(now)?;
+        match input {
+            TaskInput::Registered(registration) => {
+                self.registered = true;
+                self.queue_mode = registration.queue_mode;
+                self.firmware_object = registration.object_version(5).unwrap_or(ObjectVersion::V1_0);
+                self.server_instance = registration
+                    .objects
+                    .iter()
+                    .find(|o| o.object_id == 1)
+                    .and_then(|o| o.instances.first().copied())
+                    .unwrap_or(0);
+                if !self.lifetime_extended {
+                    self.original_lifetime = registration.lifetime;
+                }
+                // A new registration voids observations and the lifetime we wrote.
+                self.observations = [NO_ID; 6];
+                self.lifetime_extended = false;
+                if self.in_flight.is_some_and(|(_, action, _)| matches!(action, Action::Observe(_))) {
+                    self.in_flight = None;
+                }
+                self.uplink(now);
+                if self.step == Step::WaitingForDevice {
+                    self.set_step(now, Step::Inspecting);
+                }
+            }
+            TaskInput::RegistrationUpdated => {
+                self.registered = true;
+                self.uplink(now);
+            }
+            TaskInput::Deregistered => {
+                // A device may de-register before flashing: keep the task.
+                self.registered = false;
+                self.observations = [NO_ID; 6];
+            }
+            TaskInput::Response { id, code, format, payload } => {
+                if id >= self.next_id || id == NO_ID {
+                    return Err(TaskError::UnknownRequest(id));
+                }
+                self.awake(now);
+                match self.in_flight {
+                    Some((current, action, _)) if current == id => {
+                        self.in_flight = None;
+                        self.on_response(now, id, action, code, format, payload);
+                    }
+                    // A stale, duplicate or late response: nothing to do.
+                    _ => {}
+                }
+            }
+            TaskInput::TransportFailure { id } => {
+                if id >= self.next_id || id == NO_ID {
+                    return Err(TaskError::UnknownRequest(id));
+                }
+                if let Some((current, action, _)) = self.in_flight.filter(|(current, _, _)| *current == id) {
+                    let _ = current;
+                    self.in_flight = None;
+                    self.on_downlink_failure(now, action);
+                }
+            }
+            TaskInput::Notification { observation, format, payload } => {
+                self.awake(now);
+                let Some(target) = Target::ALL
+                    .into_iter()
+                    .find(|t| self.observations[t.index()] == observation && observation != NO_ID)
+                else {
+                    return Ok(());
+                };
+                self.apply_payload(now, format, &target.path(), payload);
+            }
+            TaskInput::Send { format, payload } => {
+                self.seen_send = true;
+                self.uplink(now);
+                self.apply_payload(now, format, &Path::ROOT, payload);
+            }
+        }
+        self.advance(now);
+        Ok(())
+    }
+
+    fn awake(&mut self, now: Instant) {
+        self.awake_until = self.awake_until.max(now + self.config.queue_window);
+    }
+
+    /// The device spoke on its own: it is awake, S1 and S2 read now, and an
+    /// action that failed on the downlink is retried (U7).
+    fn uplink(&mut self, now: Instant) {
+        self.awake(now);
+        if let Some(action) = self.resume.take() {
+            self.resume_action(action);
+        }
+        // S1 and S2 read when the device speaks; S3 and S4 only fall back to
+        // reads at step deadlines; S5 never reads.
+        if matches!(self.step, Step::Downloading | Step::Updating | Step::Verifying | Step::Inspecting)
+            && matches!(self.strategy(), Strategy::Reads | Strategy::ObserveResources)
+        {
+            self.need_read = true;
+        }
+    }
+
+    fn resume_action(&mut self, action: Action) {
+        match action {
+            Action::PushBlock(number) => self.next_block = number,
+            Action::ReadFirmware | Action::ReadVersion => self.need_read = true,
+            Action::Observe(target) => self.want_observe |= target.bit(),
+            _ => {}
+        }
+    }
+
+    fn on_downlink_failure(&mut self, now: Instant, action: Action) {
+        if matches!(action, Action::RestoreLifetime | Action::WriteLifetime) {
+            // Best effort: the upgrade does not depend on it.
+            self.lifetime_extended = true;
+            return;
+        }
+        if self.config.resume_after_downlink_failure {
+            // U7: retry the same action at the device's next uplink.
+            self.resume = Some(action);
+            self.awake_until = now;
+            if let Action::Observe(target) = action {
+                self.want_observe &= !target.bit();
+            }
+            return;
+        }
+        let step = self.step;
+        self.fail(now, Failure::DownlinkFailure { step });
+    }
+
+    fn on_response(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        action: Action,
+        code: ResponseCode,
+        format: Option<ContentFormat>,
+        payload: &[u8],
+    ) {
+        let step = self.step;
+        match action {
+            Action::ReadFirmware | Action::ReadVersion | Action::Observe(_) => {
+                let path = match action {
+                    Action::ReadFirmware => Path::instance(5, 0),
+                    Action::ReadVersion => Path::resource(3, 0, 3),
+                    Action::Observe(target) => target.path(),
+                    _ => Path::ROOT,
+                };
+                if code != ResponseCode::CONTENT {
+                    if action == Action::ReadVersion && self.config.target_version.is_none() {
+                        // The version is informative only.
+                        self.version = Some(String::new());
+                        return;
+                    }
+                    self.fail(now, Failure::Rejected { step, code });
+                    return;
+                }
+                if let Action::Observe(target) = action {
+                    self.observations[target.index()] = id;
+                }
+                if let Some(format) = format {
+                    self.apply_payload(now, format, &path, payload);
+                }
+            }
+            Action::Reset => match code {
+                ResponseCode::CHANGED => {
+                    self.reset_done = true;
+                    self.state = Some(State::Idle);
+                    self.result = Some(UpdateResult::Initial);
+                }
+                ResponseCode::METHOD_NOT_ALLOWED => {
+                    // Updating: wait for it to finish, then look again.
+                    self.need_read = true;
+                    self.state = Some(State::Updating);
+                }
+                code => self.fail(now, Failure::Rejected { step, code }),
+            },
+            Action::WriteLifetime => self.lifetime_extended = true,
+            Action::RestoreLifetime => self.lifetime_restored = true,
+            Action::WriteUri => match code {
+                ResponseCode::CHANGED => {
+                    self.delivered = true;
+                    // The write starts a new process (T1): earlier results are stale.
+                    if self.result != Some(UpdateResult::Initial) {
+                        self.result = None;
+                    }
+                }
+                // Anjay answers 4.00 with Update Result 9 for an unsupported scheme.
+                code => {
+                    self.need_read = true;
+                    self.fail(now, Failure::Rejected { step, code });
+                }
+            },
+            Action::PushBlock(number) => match code {
+                ResponseCode::CONTINUE => {
+                    self.next_block = number + 1;
+                    let bytes = u64::from(self.next_block) * u64::from(self.config.block_size);
+                    self.events.push_back(TaskEvent::PushProgress { bytes, total: self.config.image_size });
+                }
+                ResponseCode::CHANGED => {
+                    self.delivered = true;
+                    self.next_block = number + 1;
+                    let total = self.config.image_size;
+                    self.events.push_back(TaskEvent::PushProgress { bytes: total, total });
+                    self.state = Some(State::Downloaded);
+                    self.result = Some(UpdateResult::Initial);
+                }
+                ResponseCode::REQUEST_ENTITY_INCOMPLETE if self.block_restarts < 3 => {
+                    // The device lost the transfer (e.g. rebooted): start over.
+                    self.block_restarts += 1;
+                    self.next_block = 0;
+                }
+                ResponseCode::REQUEST_ENTITY_TOO_LARGE => {
+                    self.fail(now, Failure::UpdateResult(UpdateResult::NotEnoughFlash))
+                }
+                code => self.fail(now, Failure::Rejected { step, code }),
+            },
+            Action::Execute => match code {
+                ResponseCode::CHANGED => {
+                    self.version = None;
+                    self.state = Some(State::Updating);
+                    self.result = Some(UpdateResult::Initial);
+                    self.set_step(now, Step::Updating);
+                }
+                ResponseCode::METHOD_NOT_ALLOWED => {
+                    // Not Downloaded after all: look again.
+                    self.need_read = true;
+                    self.state = None;
+                    self.set_step(now, Step::Downloading);
+                }
+                code => self.fail(now, Failure::Rejected { step, code }),
+            },
+        }
+    }
+
+    fn apply_payload(&mut self, now: Instant, format: ContentFormat, path: &Path, payload: &[u8]) {
+        let registry = Registry::builtin();
+        let Ok(records) = codec::decode(format, path, payload, &registry, &DecodeOptions::default()) else {
+            // Undecodable: treat as no information; the step deadline covers it.
+            return;
+        };
+        self.apply_records(now, &records, path);
+    }
+
+    fn apply_records(&mut self, _now: Instant, records: &[Record<'_>], requested: &Path) {
+        let mut protocols = ProtocolSet::EMPTY;
+        let mut saw_protocols = requested.starts_with(&Path::resource(5, 0, 8)) || *requested == Path::instance(5, 0);
+        let mut state_seen = false;
+        for record in records {
+            let path = record.path;
+            if path == Path::resource(5, 0, 3) {
+                if let Some(state) = record.value.as_i64().and_then(State::from_code) {
+                    self.state = Some(state);
+                    state_seen = true;
+                }
+            } else if path == Path::resource(5, 0, 5) {
+                if let Some(code) = record.value.as_i64() {
+                    self.result = Some(UpdateResult::from_code(code));
+                    state_seen = true;
+                }
+            } else if path.starts_with(&Path::resource(5, 0, 8)) {
+                saw_protocols = true;
+                if let Some(protocol) = record.value.as_i64().and_then(Protocol::from_code) {
+                    protocols = protocols.with(protocol);
+                }
+            } else if path == Path::resource(5, 0, 9) {
+                self.delivery_method = record.value.as_i64().and_then(DeliveryMethod::from_code);
+            } else if path == Path::resource(3, 0, 3) {
+                if let Value::String(version) = &record.value {
+                    self.version = Some(String::from(version.as_ref()));
+                }
+            }
+        }
+        if saw_protocols {
+            // Absent /5/0/8: only CoAP is safe (object5.md §5).
+            self.protocols = Some(
+                if protocols.is_empty() && !records.iter().any(|r| r.path.starts_with(&Path::resource(5, 0, 8))) {
+                    ProtocolSet::EMPTY.with(Protocol::Coap)
+                } else {
+                    protocols
+                },
+            );
+        }
+        if state_seen {
+            if let (Some(state), Some(result)) = (self.state, self.result) {
+                self.events.push_back(TaskEvent::StateSeen { state, result });
+            }
+            if let Some(deadline) = self.wait_until.as_mut() {
+                *deadline = self.last_now + self.config.step_timeout;
+            }
+        }
+    }
+
+    /// Fires due deadlines: the upgrade timeout (U1), the per-step fallback
+    /// (B7), and requests the transport never answered.
+    ///
+    /// # Errors
+    /// [`TaskError::TimeWentBackwards`].
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), TaskError> {
+        self.tick(now)?;
+        if self.outcome.is_some() || self.step == Step::NotStarted {
+            return Ok(());
+        }
+        if now >= self.deadline {
+            let step = self.step;
+            let no_send_received = self.strategy() == Strategy::Send && !self.seen_send;
+            self.finish(now, Outcome::Failed(Failure::Timeout { step, no_send_received }));
+            return Ok(());
+        }
+        if let Some((_, action, sent)) = self.in_flight {
+            if now >= sent + self.config.step_timeout {
+                // The transport never answered: treat it as a failed downlink.
+                self.in_flight = None;
+                self.on_downlink_failure(now, action);
+            }
+        }
+        if self.wait_until.is_some_and(|at| now >= at) {
+            self.wait_until = Some(now + self.config.step_timeout);
+            match self.strategy() {
+                // S5 never reads: observe again, whose answer carries the value.
+                Strategy::ObserveOnly => {
+                    self.observations[Target::State.index()] = NO_ID;
+                    self.observations[Target::Result.index()] = NO_ID;
+                    self.want_observe |= Target::State.bit() | Target::Result.bit();
+                }
+                // S4 reads only what Sends lack: a device that never sent waits.
+                Strategy::Send if !self.seen_send && self.step != Step::Inspecting => {}
+                _ => self.need_read = true,
+            }
+        }
+        self.advance(now);
+        Ok(())
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.outcome.is_some() || self.step == Step::NotStarted {
+            return None;
+        }
+        let mut next = self.deadline;
+        if let Some(at) = self.wait_until {
+            next = next.min(at);
+        }
+        if let Some((_, _, sent)) = self.in_flight {
+            next = next.min(sent + self.config.step_timeout);
+        }
+        Some(next)
+    }
+
+    // ----- the state machine -----
+
+    /// Moves through the steps as far as what is known allows.
+    fn advance(&mut self, now: Instant) {
+        for _ in 0..16 {
+            if self.outcome.is_some() {
+                return;
+            }
+            let before = self.step;
+            self.advance_once(now);
+            if self.step == before {
+                return;
+            }
+        }
+    }
+
+    fn needs_inspection(&self) -> bool {
+        let check = self.config.check_delivery_and_protocol || self.config.delivery == Delivery::Auto;
+        self.state.is_none()
+            || self.result.is_none()
+            || (check && (self.protocols.is_none() || self.delivery_method.is_none()))
+    }
+
+    fn advance_once(&mut self, now: Instant) {
+        match self.step {
+            Step::NotStarted | Step::Finished | Step::WaitingForDevice => {}
+            Step::Inspecting => {
+                if self.needs_inspection() {
+                    return;
+                }
+                if self.state == Some(State::Updating) {
+                    // An earlier process is installing: wait for it to end.
+                    return;
+                }
+                if let Some(failure) = self.choose_delivery() {
+                    self.fail(now, failure);
+                    return;
+                }
+                let busy = self.state != Some(State::Idle)
+                    || !matches!(self.result, Some(UpdateResult::Initial | UpdateResult::Success));
+                if busy && !self.reset_done {
+                    self.set_step(now, Step::Resetting);
+                } else {
+                    self.set_step(now, Step::ExtendingLifetime);
+                }
+            }
+            Step::Resetting => {
+                if self.reset_done {
+                    self.set_step(now, Step::ExtendingLifetime);
+                }
+            }
+            Step::ExtendingLifetime => {
+                if !self.config.extend_lifetime || self.lifetime_extended {
+                    self.want_observe = self.observe_targets();
+                    self.set_step(now, Step::Observing);
+                }
+            }
+            Step::Observing => {
+                if self.want_observe & !self.observed_mask() == 0 {
+                    self.set_step(now, if self.push { Step::Pushing } else { Step::WritingUri });
+                }
+            }
+            Step::WritingUri | Step::Pushing => {
+                if self.delivered {
+                    self.set_step(now, Step::Downloading);
+                }
+            }
+            Step::Downloading => self.check_download(now),
+            Step::HoldingExecute => {
+                if self.execute_released {
+                    self.set_step(now, Step::Executing);
+                }
+            }
+            Step::Executing => {}
+            Step::Updating => self.check_update(now),
+            Step::Verifying => self.verify(now),
+        }
+    }
+
+    fn observed_mask(&self) -> u8 {
+        Target::ALL.into_iter().filter(|t| self.observations[t.index()] != NO_ID).fold(0, |m, t| m | t.bit())
+    }
+
+    fn observe_targets(&self) -> u8 {
+        match self.strategy() {
+            Strategy::ObserveResources | Strategy::ObserveOnly => Target::State.bit() | Target::Result.bit(),
+            Strategy::ObserveInstance => Target::Instance.bit(),
+            Strategy::Reads | Strategy::Send => 0,
+        }
+    }
+
+    /// U2, U3, U10: picks pull or push and checks the device supports it.
+    fn choose_delivery(&mut self) -> Option<Failure> {
+        let method = self.delivery_method.unwrap_or(DeliveryMethod::Both);
+        let protocols = self.protocols.unwrap_or(ProtocolSet::EMPTY.with(Protocol::Coap));
+        let protocol_ok = protocols.contains(self.config.protocol);
+        let check = self.config.check_delivery_and_protocol;
+        let wanted = self.config.delivery;
+        self.push = match wanted {
+            Delivery::Push => {
+                if check && !method.allows_push() {
+                    return Some(Failure::UnsupportedDeliveryMethod { wanted, device: method });
+                }
+                true
+            }
+            Delivery::Pull => {
+                if check && !method.allows_pull() {
+                    return Some(Failure::UnsupportedDeliveryMethod { wanted, device: method });
+                }
+                if check && !protocol_ok {
+                    return Some(Failure::UnsupportedProtocol { wanted: self.config.protocol, device: protocols });
+                }
+                false
+            }
+            Delivery::Auto => {
+                if method.allows_pull() && protocol_ok {
+                    false
+                } else if method.allows_push() {
+                    true
+                } else {
+                    return Some(Failure::UnsupportedProtocol { wanted: self.config.protocol, device: protocols });
+                }
+            }
+        };
+        if !self.push {
+            let uri = self.config.package_uri();
+            let scheme_ok = uri
+                .split_once("://")
+                .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case(self.config.protocol.scheme()));
+            if uri.len() > 255 || !scheme_ok {
+                return Some(Failure::InvalidPackageUri);
+            }
+        }
+        None
+    }
+
+    fn result_failure(&self) -> Option<Failure> {
+        match self.result? {
+            UpdateResult::Initial | UpdateResult::Success | UpdateResult::Deferred => None,
+            other => Some(Failure::UpdateResult(other)),
+        }
+    }
+
+    fn check_download(&mut self, now: Instant) {
+        match self.state {
+            Some(State::Downloaded) if self.result != Some(UpdateResult::UpdateFailed) => {
+                if self.config.execute_immediately || self.execute_released {
+                    self.set_step(now, Step::Executing);
+                } else {
+                    self.events.push_back(TaskEvent::ExecuteHeld);
+                    self.set_step(now, Step::HoldingExecute);
+                }
+            }
+            // Automatic Upgrade at Download (1.2): the device went on by itself.
+            Some(State::Updating) => {
+                self.version = None;
+                self.set_step(now, Step::Updating);
+            }
+            _ => {
+                if let Some(failure) = self.result_failure() {
+                    self.fail(now, failure);
+                }
+            }
+        }
+    }
+
+    fn check_update(&mut self, now: Instant) {
+        match (self.state, self.result) {
+            (Some(State::Idle), Some(UpdateResult::Success)) => self.set_step(now, Step::Verifying),
+            _ => {
+                if let Some(failure) = self.result_failure() {
+                    self.fail(now, failure);
+                }
+            }
+        }
+    }
+
+    fn verify(&mut self, now: Instant) {
+        let Some(reported) = self.version.clone() else { return };
+        match &self.config.target_version {
+            Some(expected) if *expected != reported => {
+                let expected = expected.clone();
+                self.finish(now, Outcome::Failed(Failure::VersionMismatch { expected, reported }));
+            }
+            _ => {
+                let version = (!reported.is_empty()).then_some(reported);
+                self.finish(now, Outcome::Succeeded { version });
+            }
+        }
+    }
+
+    // ----- outputs -----
+
+    fn reachable(&self) -> bool {
+        self.registered && (!self.queue_mode || self.last_now <= self.awake_until)
+    }
+
+    /// The next request the state machine wants, if any.
+    fn next_action(&self) -> Option<Action> {
+        if self.outcome.is_some() {
+            if self.cancel_reset {
+                return Some(Action::Reset);
+            }
+            let restore = self.lifetime_extended && !self.lifetime_restored && self.config.extend_lifetime;
+            return restore.then_some(Action::RestoreLifetime);
+        }
+        if self.resume.is_some() {
+            return None;
+        }
+        let reads = self.strategy().reads();
+        let observe_missing = |targets: u8| {
+            Target::ALL.into_iter().find(|t| targets & t.bit() != 0 && self.observations[t.index()] == NO_ID)
+        };
+        match self.step {
+            Step::Inspecting => {
+                if !self.needs_inspection() && self.state != Some(State::Updating) {
+                    return None;
+                }
+                if reads {
+                    return (self.needs_inspection() || self.need_read).then_some(Action::ReadFirmware);
+                }
+                // S5: an Observe's first answer carries the value.
+                let mut wanted = Target::State.bit() | Target::Result.bit();
+                if self.config.check_delivery_and_protocol || self.config.delivery == Delivery::Auto {
+                    wanted |= Target::Protocols.bit() | Target::Delivery.bit();
+                }
+                observe_missing(wanted).map(Action::Observe)
+            }
+            Step::Resetting => (!self.reset_done).then_some(Action::Reset),
+            Step::ExtendingLifetime => Some(Action::WriteLifetime),
+            Step::Observing => observe_missing(self.want_observe).map(Action::Observe),
+            Step::WritingUri => (!self.delivered).then_some(Action::WriteUri),
+            Step::Pushing => (!self.delivered).then_some(Action::PushBlock(self.next_block)),
+            Step::Executing => Some(Action::Execute),
+            Step::Downloading | Step::Updating => {
+                if let Some(target) = observe_missing(self.want_observe) {
+                    return Some(Action::Observe(target));
+                }
+                (reads && self.need_read).then_some(Action::ReadFirmware)
+            }
+            Step::Verifying => {
+                if self.version.is_some() {
+                    return None;
+                }
+                if reads { Some(Action::ReadVersion) } else { Some(Action::Observe(Target::Version)) }
+            }
+            Step::NotStarted | Step::WaitingForDevice | Step::HoldingExecute | Step::Finished => None,
+        }
+    }
+
+    fn request_for(&self, action: Action) -> RequestKind {
+        let text = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        let write = |path: Path, payload: Bytes| {
+            RequestKind::Operation(Operation::Write { path, format: ContentFormat::Text, payload })
+        };
+        match action {
+            Action::ReadFirmware => {
+                RequestKind::Operation(Operation::Read { path: Path::instance(5, 0), accept: None })
+            }
+            Action::ReadVersion => {
+                RequestKind::Operation(Operation::Read { path: Path::resource(3, 0, 3), accept: None })
+            }
+            Action::Reset => write(Path::resource(5, 0, 1), Bytes::new()),
+            Action::WriteLifetime | Action::RestoreLifetime => {
+                let seconds = if action == Action::WriteLifetime {
+                    self.config.extended_lifetime.as_secs()
+                } else {
+                    u64::from(self.original_lifetime.max(1))
+                };
+                let mut digits = itoa(seconds);
+                write(Path::resource(1, self.server_instance, 1), Bytes::copy_from_slice(digits.as_bytes_mut()))
+            }
+            Action::Observe(target) => RequestKind::Operation(Operation::Observe { path: target.path(), accept: None }),
+            Action::WriteUri => write(Path::resource(5, 0, 1), text(&self.config.package_uri())),
+            Action::PushBlock(number) => {
+                let size = self.config.block_size.clamp(16, 1024).next_power_of_two();
+                let offset = u64::from(number) * u64::from(size);
+                let more = offset + u64::from(size) < self.config.image_size;
+                RequestKind::PackageBlock { block: Block { number, more, size }, total_size: self.config.image_size }
+            }
+            Action::Execute => RequestKind::Operation(Operation::Execute { path: Path::resource(5, 0, 2) }),
+        }
+    }
+
+    /// The next event to report or request to send. Events come first; at most
+    /// one request is in flight; queue-mode devices get requests only within
+    /// the window after their uplinks.
+    pub fn poll_output(&mut self) -> Option<TaskOutput> {
+        if let Some(event) = self.events.pop_front() {
+            return Some(TaskOutput::Event(event));
+        }
+        if self.in_flight.is_some() || !self.reachable() || self.step == Step::NotStarted {
+            return None;
+        }
+        let action = self.next_action()?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let kind = self.request_for(action);
+        match action {
+            Action::ReadFirmware | Action::ReadVersion => self.need_read = false,
+            Action::Observe(target) => {
+                self.observations[target.index()] = NO_ID;
+                self.want_observe |= target.bit();
+            }
+            Action::Reset if self.outcome.is_some() => self.cancel_reset = false,
+            Action::RestoreLifetime => self.lifetime_restored = true,
+            _ => {}
+        }
+        // Requests sent after the task finished are fire-and-forget.
+        if self.outcome.is_none() {
+            self.in_flight = Some((id, action, self.last_now));
+        }
+        Some(TaskOutput::Request(TaskRequest { id, kind }))
+    }
+}
+
+/// Decimal digits of `n` without allocating.
+struct Digits {
+    bytes: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    fn as_bytes_mut(&mut self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+}
+
+fn itoa(mut n: u64) -> Digits {
+    let mut digits = Digits { bytes: [0; 20], start: 20 };
+    loop {
+        digits.start -= 1;
+        digits.bytes[digits.start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return digits;
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! A fleet simulation: one [`UpgradeTask`] per [`SimDevice`], connected by the
+//! simulated network with CoAP's confirmable retransmissions, in virtual time.
+//!
+//! This is where the server and the device sides meet (the server never
+//! imports the device).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{FleetProfile, ImageStore, LinkParams, Rng, SimDevice, SimImage, image_bytes};
+use crate::model::{ClientMessage, ContentFormat, Instant, Operation, Path, RequestId};
+use crate::server::{Outcome, RequestKind, TaskInput, TaskOutput, TaskRequest, UpgradeConfig, UpgradeTask};
+
+/// RFC 7252 ACK_TIMEOUT (the simulation uses its lower bound).
+const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// RFC 7252 MAX_RETRANSMIT.
+const MAX_RETRANSMIT: u8 = 4;
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// Number of devices.
+    pub devices: usize,
+    /// Their behaviour.
+    pub profile: FleetProfile,
+    /// The task configuration every device's upgrade uses (its `base_uri` and
+    /// `image_name` name the image the simulation serves; `target_version` is
+    /// the image's version).
+    pub upgrade: Arc<UpgradeConfig>,
+    /// The version devices run before the upgrade.
+    pub initial_version: String,
+    /// Seed of every random choice.
+    pub seed: u64,
+}
+
+/// Percentiles of the simulated upgrade durations.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Durations {
+    /// Median, seconds.
+    pub p50: f64,
+    /// 99th percentile, seconds.
+    pub p99: f64,
+    /// Maximum, seconds.
+    pub max: f64,
+}
+
+/// What a fleet run measured.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FleetReport {
+    /// Devices simulated.
+    pub devices: usize,
+    /// Upgrades that succeeded.
+    pub succeeded: u64,
+    /// Failures by reason ([`crate::server::Failure::reason`]).
+    pub failed: BTreeMap<String, u64>,
+    /// Tasks that never ended (must be 0).
+    pub stuck: u64,
+    /// Messages the server sent (retransmissions included).
+    pub downlinks: u64,
+    /// Messages devices sent (retransmissions included).
+    pub uplinks: u64,
+    /// Payload bytes of notifications and Sends.
+    pub notify_bytes: u64,
+    /// Simulated time from start to outcome, over the tasks that ended.
+    pub durations: Durations,
+    /// Size of one task's state in bytes (its struct; the shared configuration
+    /// is not counted).
+    pub task_bytes: usize,
+}
+
+#[derive(Debug)]
+enum Event {
+    DeviceTimer(u32),
+    TaskTimer(u32),
+    /// A request reaches a device.
+    Downlink(u32, RequestId),
+    /// A device message reaches the server.
+    Uplink(u32, ClientMessage),
+    /// A confirmable request's retransmission timer.
+    Retransmit(u32, RequestId, u8),
+    /// A confirmable uplink's retransmission (the device resends it).
+    UplinkRetransmit(u32, ClientMessage, u8),
+}
+
+/// Heap entries ordered by time, then insertion.
+struct Scheduled(Instant, u64, Event);
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.0, self.1) == (other.0, other.1)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.0, self.1).cmp(&(other.0, other.1))
+    }
+}
+
+/// A request in flight from the server, retransmitted until answered.
+#[derive(Debug, Clone)]
+struct Outstanding {
+    id: RequestId,
+    operation: Operation,
+    answered: bool,
+}
+
+struct Member {
+    device: SimDevice,
+    task: UpgradeTask,
+    outstanding: Option<Outstanding>,
+    device_timer: Option<Instant>,
+    task_timer: Option<Instant>,
+    finished_at: Option<Instant>,
+}
+
+/// The simulation.
+#[allow(missing_debug_implementations)]
+pub struct Fleet {
+    config: FleetConfig,
+    members: Vec<Member>,
+    images: ImageStore,
+    image: Bytes,
+    heap: BinaryHeap<Reverse<Scheduled>>,
+    seq: u64,
+    rng: Rng,
+    now: Instant,
+    report: FleetReport,
+    finished: usize,
+}
+
+impl Fleet {
+    /// Builds the fleet; every task starts at time zero, devices register
+    /// within their first seconds.
+    pub fn new(config: FleetConfig) -> Fleet {
+        let upgrade = config.upgrade.clone();
+        let version = upgrade.target_version.clone().unwrap_or_else(|| "2.0.0".into());
+        let mut images = ImageStore::new();
+        images.insert(upgrade.package_uri(), SimImage { size: upgrade.image_size, version: Some(version.clone()) });
+        let image = Bytes::from(image_bytes(&version, upgrade.image_size as usize));
+        let members = (0..config.devices)
+            .map(|i| {
+                let profile = config.profile.for_device(config.seed, i as u64);
+                Member {
+                    device: SimDevice::new(i as u64, profile, config.seed, &config.initial_version, Instant::ZERO),
+                    task: UpgradeTask::new(upgrade.clone()),
+                    outstanding: None,
+                    device_timer: None,
+                    task_timer: None,
+                    finished_at: None,
+                }
+            })
+            .collect();
+        let mut fleet = Fleet {
+            rng: Rng::derive(config.seed, u64::MAX),
+            config,
+            members,
+            images,
+            image,
+            heap: BinaryHeap::new(),
+            seq: 0,
+            now: Instant::ZERO,
+            report: FleetReport::default(),
+            finished: 0,
+        };
+        fleet.report.devices = fleet.members.len();
+        fleet.report.task_bytes = std::mem::size_of::<UpgradeTask>();
+        for i in 0..fleet.members.len() as u32 {
+            let _ = fleet.members[i as usize].task.start(Instant::ZERO);
+            fleet.after_task(i);
+            fleet.after_device(i);
+        }
+        fleet
+    }
+
+    fn schedule(&mut self, at: Instant, event: Event) {
+        self.seq += 1;
+        self.heap.push(Reverse(Scheduled(at, self.seq, event)));
+    }
+
+    /// Tasks finished so far.
+    pub fn finished(&self) -> usize {
+        self.finished
+    }
+
+    /// Runs until every task has ended or nothing is left to happen, calling
+    /// `progress(finished, total)` now and then. Returns the report.
+    pub fn run(mut self, mut progress: impl FnMut(usize, usize)) -> FleetReport {
+        // Past the timeout plus every retransmission, nothing legitimate remains.
+        let horizon = Instant::ZERO + self.config.upgrade.timeout + Duration::from_secs(600);
+        let total = self.members.len();
+        let mut steps: u64 = 0;
+        while let Some(Reverse(Scheduled(at, _, event))) = self.heap.pop() {
+            if self.finished == total || at > horizon {
+                break;
+            }
+            self.now = self.now.max(at);
+            self.dispatch(event);
+            steps += 1;
+            if steps % 65_536 == 0 {
+                progress(self.finished, total);
+            }
+        }
+        progress(self.finished, total);
+        self.report()
+    }
+
+    fn report(mut self) -> FleetReport {
+        let mut durations: Vec<u64> = Vec::with_capacity(self.members.len());
+        for member in &self.members {
+            match member.task.outcome() {
+                Some(Outcome::Succeeded { .. }) => self.report.succeeded += 1,
+                Some(Outcome::Failed(failure)) => *self.report.failed.entry(failure.reason()).or_insert(0) += 1,
+                None => self.report.stuck += 1,
+            }
+            if let Some(at) = member.finished_at {
+                durations.push(at.as_millis());
+            }
+        }
+        durations.sort_unstable();
+        let pick = |q: f64| -> f64 {
+            if durations.is_empty() {
+                return 0.0;
+            }
+            let index = ((durations.len() as f64 - 1.0) * q).round() as usize;
+            durations[index] as f64 / 1000.0
+        };
+        self.report.durations = Durations { p50: pick(0.5), p99: pick(0.99), max: pick(1.0) };
+        self.report
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event {
+            Event::DeviceTimer(i) => {
+                let member = &mut self.members[i as usize];
+                if member.device_timer.is_some_and(|t| t <= self.now) {
+                    member.device_timer = None;
+                    member.device.handle_timeout(self.now, &self.images);
+                }
+                self.after_device(i);
+            }
+            Event::TaskTimer(i) => {
+                let member = &mut self.members[i as usize];
+                if member.task_timer.is_some_and(|t| t <= self.now) {
+                    member.task_timer = None;
+                    let _ = member.task.handle_timeout(self.now);
+                }
+                self.after_task(i);
+            }
+            Event::Downlink(i, id) => {
+                let member = &mut self.members[i as usize];
+                if let Some(outstanding) = member.outstanding.as_ref().filter(|o| o.id == id) {
+                    let operation = outstanding.operation.clone();
+                    member.device.handle(self.now, id, operation, &self.images);
+                }
+                self.after_device(i);
+            }
+            Event::Uplink(i, message) => self.uplink(i, message),
+            Event::Retransmit(i, id, attempt) => {
+                let member = &mut self.members[i as usize];
+                let pending = member.outstanding.as_ref().is_some_and(|o| o.id == id && !o.answered);
+                if !pending {
+                    return;
+                }
+                if attempt > MAX_RETRANSMIT {
+                    member.outstanding = None;
+                    let _ = member.task.handle(self.now, TaskInput::TransportFailure { id });
+                    self.after_task(i);
+                } else {
+                    self.send_downlink(i, id, attempt);
+                }
+            }
+            Event::UplinkRetransmit(i, message, attempt) => self.send_uplink(i, message, attempt),
+        }
+    }
+
+    fn link(&self, i: u32, down: bool) -> LinkParams {
+        let profile = self.members[i as usize].device.profile();
+        if down { profile.downlink } else { profile.uplink }
+    }
+
+    fn send_downlink(&mut self, i: u32, id: RequestId, attempt: u8) {
+        self.report.downlinks += 1;
+        let link = self.link(i, true);
+        let timeout = ACK_TIMEOUT * (1u32 << attempt);
+        if !self.rng.chance(link.loss_ppm) {
+            let delay = self.delay(&link);
+            self.schedule(self.now + delay, Event::Downlink(i, id));
+            if self.rng.chance(link.duplicate_ppm) {
+                let delay = self.delay(&link);
+                self.schedule(self.now + delay, Event::Downlink(i, id));
+            }
+        }
+        self.schedule(self.now + timeout, Event::Retransmit(i, id, attempt + 1));
+    }
+
+    fn delay(&mut self, link: &LinkParams) -> Duration {
+        link.latency + Duration::from_millis(self.rng.below(link.jitter.as_millis() as u64 + 1))
+    }
+
+    /// Device messages: confirmable ones (Register, Update, Send, De-register)
+    /// are resent until they get through; responses and notifications are not.
+    fn send_uplink(&mut self, i: u32, message: ClientMessage, attempt: u8) {
+        self.report.uplinks += 1;
+        if let ClientMessage::Notify { payload, .. } | ClientMessage::Send { payload, .. } = &message {
+            self.report.notify_bytes += payload.len() as u64;
+        }
+        let link = self.link(i, false);
+        let confirmable = matches!(
+            message,
+            ClientMessage::Register(_)
+                | ClientMessage::Update { .. }
+                | ClientMessage::Send { .. }
+                | ClientMessage::Deregister
+        );
+        if self.rng.chance(link.loss_ppm) {
+            if confirmable && attempt < MAX_RETRANSMIT {
+                let timeout = ACK_TIMEOUT * (1u32 << attempt);
+                self.schedule(self.now + timeout, Event::UplinkRetransmit(i, message, attempt + 1));
+            }
+            return;
+        }
+        if self.rng.chance(link.duplicate_ppm) {
+            let delay = self.delay(&link);
+            self.schedule(self.now + delay, Event::Uplink(i, message.clone()));
+        }
+        let delay = self.delay(&link);
+        self.schedule(self.now + delay, Event::Uplink(i, message));
+    }
+
+    fn uplink(&mut self, i: u32, message: ClientMessage) {
+        let now = self.now;
+        let member = &mut self.members[i as usize];
+        let input = match &message {
+            ClientMessage::Register(registration) => Some(TaskInput::Registered(registration)),
+            ClientMessage::Update { .. } => Some(TaskInput::RegistrationUpdated),
+            ClientMessage::Deregister => Some(TaskInput::Deregistered),
+            ClientMessage::Response { id, code, format, payload } => {
+                match member.outstanding.as_mut() {
+                    Some(outstanding) if outstanding.id == *id => outstanding.answered = true,
+                    _ => {}
+                }
+                Some(TaskInput::Response { id: *id, code: *code, format: *format, payload })
+            }
+            ClientMessage::Notify { observation, format, payload, .. } => {
+                Some(TaskInput::Notification { observation: *observation, format: *format, payload })
+            }
+            ClientMessage::Send { format, payload } => Some(TaskInput::Send { format: *format, payload }),
+        };
+        if let Some(input) = input {
+            let _ = member.task.handle(now, input);
+        }
+        if member.outstanding.as_ref().is_some_and(|o| o.answered) {
+            member.outstanding = None;
+        }
+        self.after_task(i);
+    }
+
+    fn after_device(&mut self, i: u32) {
+        while let Some(message) = self.members[i as usize].device.poll_message() {
+            self.send_uplink(i, message, 0);
+        }
+        let member = &mut self.members[i as usize];
+        if let Some(at) = member.device.poll_timeout() {
+            if member.device_timer.is_none_or(|t| at < t || t < self.now) {
+                member.device_timer = Some(at);
+                self.schedule(at.max(self.now), Event::DeviceTimer(i));
+            }
+        }
+    }
+
+    fn after_task(&mut self, i: u32) {
+        loop {
+            let member = &mut self.members[i as usize];
+            if member.outstanding.is_some() {
+                // One request at a time: the task holds the next until this one ends.
+                if let Some(output) = member.task.poll_output() {
+                    self.on_task_output(i, output);
+                    continue;
+                }
+                break;
+            }
+            let Some(output) = member.task.poll_output() else { break };
+            self.on_task_output(i, output);
+        }
+        let member = &mut self.members[i as usize];
+        if member.finished_at.is_none() && member.task.outcome().is_some() {
+            member.finished_at = Some(self.now);
+            self.finished += 1;
+        }
+        if let Some(at) = member.task.poll_timeout() {
+            if member.task_timer.is_none_or(|t| at < t || t < self.now) {
+                member.task_timer = Some(at);
+                self.schedule(at.max(self.now), Event::TaskTimer(i));
+            }
+        }
+    }
+
+    fn on_task_output(&mut self, i: u32, output: TaskOutput) {
+        let TaskOutput::Request(TaskRequest { id, kind }) = output else { return };
+        let operation = match kind {
+            RequestKind::Operation(operation) => operation,
+            RequestKind::PackageBlock { block, total_size } => {
+                let start = block.offset().min(total_size) as usize;
+                let end = (block.offset() + u64::from(block.size)).min(total_size) as usize;
+                Operation::WriteBlock {
+                    path: Path::resource(5, 0, 0),
+                    format: ContentFormat::Opaque,
+                    block,
+                    total_size: Some(total_size),
+                    payload: self.image.slice(start..end),
+                }
+            }
+        };
+        self.members[i as usize].outstanding = Some(Outstanding { id, operation, answered: false });
+        self.send_downlink(i, id, 0);
+    }
+}
+
+/// Runs one fleet simulation.
+pub fn run_fleet(config: FleetConfig, progress: impl FnMut(usize, usize)) -> FleetReport {
+    Fleet::new(config).run(progress)
+}

@@ -1,0 +1,99 @@
+//! The upgrade task against simulated devices: every strategy × delivery ×
+//! profile, with the outcomes the issue requires.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lwm2m_fota::model::Protocol;
+use lwm2m_fota::server::{Delivery, Strategy, UpgradeConfig};
+use lwm2m_fota::sim::{FleetConfig, FleetProfile, FleetReport, profile, run_fleet};
+
+fn config(strategy: Strategy, delivery: Delivery) -> UpgradeConfig {
+    let mut config = UpgradeConfig::new("coap://fw.example/images/", "v2.bin", 24_000);
+    config.strategy = strategy;
+    config.delivery = delivery;
+    config.protocol = Protocol::Coap;
+    config.target_version = Some("2.0.0".into());
+    config.timeout = Duration::from_secs(3600);
+    config
+}
+
+fn run(strategy: Strategy, delivery: Delivery, profile: FleetProfile, devices: usize, seed: u64) -> FleetReport {
+    run_fleet(
+        FleetConfig {
+            devices,
+            profile,
+            upgrade: Arc::new(config(strategy, delivery)),
+            initial_version: "1.0.0".into(),
+            seed,
+        },
+        |_, _| {},
+    )
+}
+
+fn uniform(p: lwm2m_fota::sim::Profile) -> FleetProfile {
+    FleetProfile::Uniform(p)
+}
+
+#[test]
+fn conforming_devices_all_succeed_under_every_strategy_and_delivery() {
+    for strategy in Strategy::ALL {
+        for delivery in [Delivery::Pull, Delivery::Push] {
+            let report = run(strategy, delivery, uniform(profile::CONFORMING), 20, 1);
+            assert_eq!(report.succeeded, 20, "{strategy:?} {delivery:?}: {report:?}");
+            assert_eq!(report.stuck, 0);
+        }
+    }
+}
+
+#[test]
+fn lossy_and_rebooting_devices_succeed_within_the_timeout() {
+    for p in [profile::LOSSY, profile::REBOOTING, profile::SLOW_UPLINK] {
+        for strategy in Strategy::ALL {
+            for delivery in [Delivery::Pull, Delivery::Push] {
+                let report = run(strategy, delivery, uniform(p), 20, 2);
+                assert_eq!(report.succeeded, 20, "{} {strategy:?} {delivery:?}: {report:?}", p.name);
+                assert_eq!(report.stuck, 0);
+            }
+        }
+    }
+}
+
+#[test]
+fn no_send_devices_time_out_under_send_and_never_hang() {
+    let report = run(Strategy::Send, Delivery::Pull, uniform(profile::NO_SEND), 10, 3);
+    assert_eq!(report.succeeded, 0, "{report:?}");
+    assert_eq!(report.stuck, 0);
+    assert_eq!(report.failed.keys().collect::<Vec<_>>(), ["timeout-downloading-no-send"], "{report:?}");
+    // Other strategies do not need Send.
+    for strategy in [Strategy::Reads, Strategy::ObserveInstance] {
+        assert_eq!(run(strategy, Delivery::Pull, uniform(profile::NO_SEND), 10, 3).succeeded, 10);
+    }
+}
+
+#[test]
+fn poor_devices_succeed_with_reads_and_fail_precisely_elsewhere() {
+    for delivery in [Delivery::Pull, Delivery::Push] {
+        let report = run(Strategy::Reads, delivery, uniform(profile::POOR), 10, 4);
+        assert_eq!(report.succeeded, 10, "{delivery:?}: {report:?}");
+    }
+    for strategy in [Strategy::ObserveResources, Strategy::ObserveInstance, Strategy::ObserveOnly] {
+        let report = run(strategy, Delivery::Pull, uniform(profile::POOR), 10, 4);
+        assert_eq!(report.succeeded, 0, "{strategy:?}: {report:?}");
+        assert_eq!(report.stuck, 0);
+        for reason in report.failed.keys() {
+            assert!(reason.starts_with("rejected-") && reason.ends_with("4.05"), "{strategy:?}: {reason}");
+        }
+    }
+    let report = run(Strategy::Send, Delivery::Pull, uniform(profile::POOR), 10, 4);
+    assert_eq!(report.failed.keys().collect::<Vec<_>>(), ["timeout-downloading-no-send"]);
+}
+
+#[test]
+fn mixed_fleet_never_gets_stuck() {
+    for strategy in Strategy::ALL {
+        let report = run(strategy, Delivery::Pull, FleetProfile::Mixed, 200, 5);
+        assert_eq!(report.stuck, 0, "{strategy:?}: {report:?}");
+        assert_eq!(report.succeeded + report.failed.values().sum::<u64>(), 200);
+    }
+}
