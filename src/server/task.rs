@@ -1002,6 +1002,10 @@ impl UpgradeTask {
             Step::Pushing => (!self.delivered).then_some(Action::PushBlock(self.next_block)),
             Step::Executing => Some(Action::Execute),
             Step::Downloading | Step::Updating => {
+                // U11 again after a re-registration mid-download.
+                if self.step == Step::Downloading && self.config.extend_lifetime && !self.lifetime_extended {
+                    return Some(Action::WriteLifetime);
+                }
                 if let Some(target) = observe_missing(self.want_observe) {
                     return Some(Action::Observe(target));
                 }

@@ -1,0 +1,528 @@
+//! The upgrade task's rules one by one, against a scripted device: options
+//! U1–U12, verification, cancel, retries, resume, queue mode, stale responses,
+//! and snapshot/restore after any step.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use lwm2m_fota::codec;
+use lwm2m_fota::model::{
+    ContentFormat, Instant, Lwm2mVersion, Operation, Path, Protocol, Record, Registration, Registry, RequestId,
+    ResponseCode, UpdateResult, Value, parse_object_links,
+};
+use lwm2m_fota::server::{
+    CachedModel, Delivery, Failure, Outcome, RequestKind, Step, Strategy, TaskError, TaskEvent, TaskInput, TaskOutput,
+    UpgradeConfig, UpgradeTask,
+};
+use proptest::prelude::*;
+
+fn registration(queue_mode: bool) -> Registration {
+    Registration {
+        endpoint: "dev".into(),
+        lifetime: 300,
+        lwm2m_version: Lwm2mVersion::V1_1,
+        binding: "U".into(),
+        queue_mode,
+        objects: parse_object_links("</1/0>,</3/0>,</5>;ver=1.1,</5/0>").unwrap(),
+    }
+}
+
+fn config() -> UpgradeConfig {
+    let mut c = UpgradeConfig::new("http://fw.example/img/", "v2.bin", 3000);
+    c.target_version = Some("1.1.10".into());
+    c.block_size = 1024;
+    c
+}
+
+/// A scripted device: State, Update Result, protocols, delivery, version.
+#[derive(Debug, Clone)]
+struct Script {
+    state: i64,
+    result: i64,
+    protocols: Vec<i64>,
+    delivery: i64,
+    version: String,
+}
+
+impl Default for Script {
+    fn default() -> Script {
+        Script { state: 0, result: 0, protocols: vec![0, 2], delivery: 2, version: "1.0.0".into() }
+    }
+}
+
+impl Script {
+    fn firmware_payload(&self) -> Vec<u8> {
+        let mut records = vec![
+            Record::new(Path::resource(5, 0, 3), Value::Integer(self.state)),
+            Record::new(Path::resource(5, 0, 5), Value::Integer(self.result)),
+            Record::new(Path::resource(5, 0, 9), Value::Integer(self.delivery)),
+        ];
+        for (i, p) in self.protocols.iter().enumerate() {
+            records.push(Record::new(Path::resource_instance(5, 0, 8, i as u16), Value::Integer(*p)));
+        }
+        let mut out = Vec::new();
+        codec::encode(ContentFormat::SenmlCbor, &Path::instance(5, 0), &records, &Registry::default(), &mut out)
+            .unwrap();
+        out
+    }
+}
+
+struct Harness {
+    task: UpgradeTask,
+    now: Instant,
+    requests: Vec<(RequestId, RequestKind)>,
+    events: Vec<TaskEvent>,
+}
+
+impl Harness {
+    fn new(config: UpgradeConfig) -> Harness {
+        Harness {
+            task: UpgradeTask::new(Arc::new(config)),
+            now: Instant::ZERO,
+            requests: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(output) = self.task.poll_output() {
+            match output {
+                TaskOutput::Request(r) => self.requests.push((r.id, r.kind)),
+                TaskOutput::Event(e) => self.events.push(e),
+                _ => {}
+            }
+        }
+    }
+
+    fn input(&mut self, input: TaskInput<'_>) {
+        self.task.handle(self.now, input).unwrap();
+        self.drain();
+    }
+
+    fn start(&mut self) {
+        self.input(TaskInput::Registered(&registration(false)));
+        self.task.start(self.now).unwrap();
+        self.drain();
+    }
+
+    /// The last request; panics if none is pending.
+    fn last(&self) -> (RequestId, RequestKind) {
+        self.requests.last().cloned().expect("a request")
+    }
+
+    /// Answers the last request as `script` would.
+    fn answer(&mut self, script: &Script) {
+        let (id, kind) = self.last();
+        self.requests.pop();
+        let (code, format, payload): (ResponseCode, Option<ContentFormat>, Vec<u8>) = match kind {
+            RequestKind::Operation(Operation::Read { path, .. })
+            | RequestKind::Operation(Operation::Observe { path, .. }) => {
+                if path == Path::instance(5, 0) {
+                    (ResponseCode::CONTENT, Some(ContentFormat::SenmlCbor), script.firmware_payload())
+                } else if path == Path::resource(3, 0, 3) {
+                    (ResponseCode::CONTENT, Some(ContentFormat::Text), script.version.clone().into_bytes())
+                } else if path == Path::resource(5, 0, 3) {
+                    (ResponseCode::CONTENT, Some(ContentFormat::Text), script.state.to_string().into_bytes())
+                } else {
+                    (ResponseCode::CONTENT, Some(ContentFormat::Text), script.result.to_string().into_bytes())
+                }
+            }
+            RequestKind::PackageBlock { block, .. } => {
+                (if block.more { ResponseCode::CONTINUE } else { ResponseCode::CHANGED }, None, vec![])
+            }
+            _ => (ResponseCode::CHANGED, None, vec![]),
+        };
+        self.input(TaskInput::Response { id, code, format, payload: &payload });
+    }
+
+    fn describe(&self) -> String {
+        format!("{:?}", self.last().1)
+    }
+
+    fn outcome(&self) -> Option<Outcome> {
+        self.task.outcome().cloned()
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now = self.now + by;
+        self.task.handle_timeout(self.now).unwrap();
+        self.drain();
+    }
+}
+
+/// Drives a conforming scripted device through a pull upgrade under S1.
+fn happy_path(h: &mut Harness, script: &mut Script) {
+    h.start();
+    assert!(h.describe().contains("Read") && h.describe().contains("/5/0"), "{}", h.describe());
+    h.answer(script);
+    assert!(h.describe().contains("Path(/1/0/1)"), "lifetime first: {}", h.describe());
+    h.answer(script);
+    assert!(h.describe().contains("Path(/5/0/1)"), "{}", h.describe());
+    if let RequestKind::Operation(Operation::Write { payload, .. }) = h.last().1 {
+        assert_eq!(payload, Bytes::from_static(b"http://fw.example/img/v2.bin"));
+    }
+    h.answer(script);
+    script.state = 2;
+    h.input(TaskInput::RegistrationUpdated);
+    h.answer(script);
+    assert!(h.describe().contains("Execute"), "{}", h.describe());
+    h.answer(script);
+    script.state = 0;
+    script.result = 1;
+    script.version = "1.1.10".into();
+    h.input(TaskInput::Registered(&registration(false)));
+    h.answer(script);
+    assert!(h.describe().contains("/3/0/3"), "{}", h.describe());
+    h.answer(script);
+}
+
+#[test]
+fn pull_upgrade_succeeds_with_the_exact_version() {
+    let mut h = Harness::new(config());
+    let mut script = Script::default();
+    happy_path(&mut h, &mut script);
+    assert_eq!(h.outcome(), Some(Outcome::Succeeded { version: Some("1.1.10".into()) }));
+    // The device re-registered with its own lifetime: nothing to restore.
+    assert!(h.requests.is_empty(), "{:?}", h.requests);
+}
+
+#[test]
+fn a_near_version_is_no_success() {
+    let mut h = Harness::new(config());
+    let mut script = Script::default();
+    h.start();
+    h.answer(&script);
+    h.answer(&script);
+    h.answer(&script);
+    script.state = 2;
+    h.input(TaskInput::RegistrationUpdated);
+    h.answer(&script);
+    h.answer(&script);
+    script.state = 0;
+    script.result = 1;
+    script.version = "1.1.1".into();
+    h.input(TaskInput::Registered(&registration(false)));
+    h.answer(&script);
+    h.answer(&script);
+    assert_eq!(
+        h.outcome(),
+        Some(Outcome::Failed(Failure::VersionMismatch { expected: "1.1.10".into(), reported: "1.1.1".into() }))
+    );
+}
+
+#[test]
+fn unsupported_delivery_and_protocol_are_refused_with_reasons() {
+    let mut push = config();
+    push.delivery = Delivery::Push;
+    let mut h = Harness::new(push);
+    h.start();
+    h.answer(&Script { delivery: 0, ..Script::default() });
+    assert!(matches!(h.outcome(), Some(Outcome::Failed(Failure::UnsupportedDeliveryMethod { .. }))));
+    let mut https = config();
+    https.protocol = Protocol::Https;
+    https.base_uri = "https://fw.example/".into();
+    let mut h = Harness::new(https);
+    h.start();
+    h.answer(&Script::default());
+    assert!(matches!(h.outcome(), Some(Outcome::Failed(Failure::UnsupportedProtocol { .. }))));
+    // Auto picks push when pull cannot work.
+    let mut auto = config();
+    auto.delivery = Delivery::Auto;
+    auto.protocol = Protocol::Https;
+    let mut h = Harness::new(auto);
+    h.start();
+    h.answer(&Script::default());
+    h.answer(&Script::default());
+    assert!(matches!(h.last().1, RequestKind::PackageBlock { .. }), "{}", h.describe());
+    // A scheme that does not match the protocol is refused.
+    let mut wrong = config();
+    wrong.base_uri = "coap://fw.example/".into();
+    let mut h = Harness::new(wrong);
+    h.start();
+    h.answer(&Script::default());
+    assert_eq!(h.outcome(), Some(Outcome::Failed(Failure::InvalidPackageUri)));
+}
+
+#[test]
+fn a_busy_device_is_reset_first() {
+    let mut h = Harness::new(config());
+    h.start();
+    h.answer(&Script { state: 2, ..Script::default() });
+    assert!(h.describe().contains("/5/0/1") && h.describe().contains("payload: b\"\""), "{}", h.describe());
+    assert_eq!(h.task.step(), Step::Resetting);
+    // A stale failure result is cleared the same way.
+    let mut h = Harness::new(config());
+    h.start();
+    h.answer(&Script { result: 9, ..Script::default() });
+    assert_eq!(h.task.step(), Step::Resetting);
+}
+
+#[test]
+fn device_failures_end_with_their_update_result_and_retry_when_allowed() {
+    let mut h = Harness::new(config());
+    let mut script = Script::default();
+    h.start();
+    h.answer(&script);
+    h.answer(&script);
+    h.answer(&script);
+    script.result = 6;
+    h.input(TaskInput::RegistrationUpdated);
+    h.answer(&script);
+    assert_eq!(h.outcome(), Some(Outcome::Failed(Failure::UpdateResult(UpdateResult::UnsupportedPackageType))));
+    // 4 (connection lost) is retryable: a second attempt starts.
+    let mut h = Harness::new(config());
+    let mut script = Script::default();
+    h.start();
+    h.answer(&script);
+    h.answer(&script);
+    h.answer(&script);
+    script.result = 4;
+    h.input(TaskInput::RegistrationUpdated);
+    h.answer(&script);
+    assert!(h.outcome().is_none());
+    assert_eq!(h.task.attempt(), 2);
+    assert!(h.events.iter().any(|e| matches!(e, TaskEvent::Retrying { attempt: 2, .. })));
+}
+
+#[test]
+fn timeouts_cancel_and_held_execute() {
+    let mut c = config();
+    c.timeout = Duration::from_secs(100);
+    let mut h = Harness::new(c);
+    h.start();
+    h.answer(&Script::default());
+    h.answer(&Script::default());
+    h.answer(&Script::default());
+    h.advance(Duration::from_secs(101));
+    assert_eq!(
+        h.outcome(),
+        Some(Outcome::Failed(Failure::Timeout { step: Step::Downloading, no_send_received: false }))
+    );
+    // Cancel after delivery resets the device.
+    let mut h = Harness::new(config());
+    h.start();
+    h.answer(&Script::default());
+    h.answer(&Script::default());
+    h.answer(&Script::default());
+    h.task.cancel(h.now);
+    h.drain();
+    assert_eq!(h.outcome(), Some(Outcome::Failed(Failure::Cancelled)));
+    assert!(h.requests.iter().any(|(_, k)| format!("{k:?}").contains("/5/0/1") && format!("{k:?}").contains("b\"\"")));
+    // The extended lifetime goes back to the registration's.
+    let answered: Vec<String> = std::iter::from_fn(|| {
+        let (id, kind) = h.requests.pop()?;
+        h.task
+            .handle(h.now, TaskInput::Response { id, code: ResponseCode::CHANGED, format: None, payload: &[] })
+            .unwrap();
+        h.drain();
+        Some(format!("{kind:?}"))
+    })
+    .collect();
+    assert!(answered.iter().any(|k| k.contains("/1/0/1") && k.contains("b\"300\"")), "{answered:?}");
+    // U12: hold the Execute until released.
+    let mut c = config();
+    c.execute_immediately = false;
+    let mut h = Harness::new(c);
+    h.start();
+    h.answer(&Script::default());
+    h.answer(&Script::default());
+    h.answer(&Script::default());
+    h.input(TaskInput::RegistrationUpdated);
+    h.answer(&Script { state: 2, ..Script::default() });
+    assert_eq!(h.task.step(), Step::HoldingExecute);
+    assert!(h.events.contains(&TaskEvent::ExecuteHeld));
+    assert!(h.requests.is_empty());
+    h.task.release_execute(h.now);
+    h.drain();
+    assert!(h.describe().contains("Execute"), "{}", h.describe());
+}
+
+#[test]
+fn downlink_failures_fail_or_resume_at_the_next_uplink() {
+    let mut c = config();
+    c.retry.retry_downlink_failures = false;
+    let mut h = Harness::new(c.clone());
+    h.start();
+    let (id, _) = h.last();
+    h.input(TaskInput::TransportFailure { id });
+    assert_eq!(h.outcome(), Some(Outcome::Failed(Failure::DownlinkFailure { step: Step::Inspecting })));
+    // U7: resume at the next uplink, retrying the failed action.
+    c.resume_after_downlink_failure = true;
+    let mut h = Harness::new(c);
+    h.start();
+    h.answer(&Script::default());
+    h.answer(&Script::default());
+    let (id, kind) = h.last();
+    h.requests.clear();
+    h.input(TaskInput::TransportFailure { id });
+    assert!(h.outcome().is_none());
+    assert!(h.requests.is_empty(), "waits for an uplink");
+    h.input(TaskInput::RegistrationUpdated);
+    assert_eq!(h.last().1, kind, "the same action again");
+}
+
+#[test]
+fn push_resumes_at_the_failed_block() {
+    let mut c = config();
+    c.delivery = Delivery::Push;
+    c.resume_after_downlink_failure = true;
+    c.image_size = 4000;
+    let mut h = Harness::new(c);
+    h.start();
+    h.answer(&Script::default());
+    h.answer(&Script::default());
+    h.answer(&Script::default()); // block 0
+    let (id, kind) = h.last();
+    assert!(matches!(kind, RequestKind::PackageBlock { block, .. } if block.number == 1));
+    h.input(TaskInput::TransportFailure { id });
+    h.input(TaskInput::RegistrationUpdated);
+    assert!(matches!(h.last().1, RequestKind::PackageBlock { block, .. } if block.number == 1), "{}", h.describe());
+    h.answer(&Script::default());
+    h.answer(&Script::default());
+    h.answer(&Script::default());
+    // The last block's 2.04 means Downloaded: Execute follows.
+    assert_eq!(h.task.step(), Step::Executing);
+    assert!(h.events.iter().any(|e| matches!(e, TaskEvent::PushProgress { bytes: 4000, total: 4000 })));
+}
+
+#[test]
+fn queue_mode_downlinks_only_after_uplinks() {
+    let mut c = config();
+    c.queue_window = Duration::from_secs(30);
+    let mut h = Harness::new(c);
+    h.input(TaskInput::Registered(&registration(true)));
+    h.now = h.now + Duration::from_secs(60);
+    h.task.start(h.now).unwrap();
+    h.drain();
+    assert!(h.requests.is_empty(), "asleep");
+    h.input(TaskInput::RegistrationUpdated);
+    assert!(!h.requests.is_empty(), "awake after an uplink");
+}
+
+#[test]
+fn stale_and_unknown_responses() {
+    let mut h = Harness::new(config());
+    h.start();
+    let (id, _) = h.last();
+    h.answer(&Script::default());
+    // The same response again (a duplicate) changes nothing.
+    let before = h.task.clone();
+    h.task.handle(h.now, TaskInput::Response { id, code: ResponseCode::CONTENT, format: None, payload: &[] }).unwrap();
+    assert_eq!(h.task, before);
+    assert_eq!(
+        h.task.handle(h.now, TaskInput::Response { id: 999, code: ResponseCode::CONTENT, format: None, payload: &[] }),
+        Err(TaskError::UnknownRequest(999))
+    );
+    assert_eq!(h.task.handle(Instant::ZERO, TaskInput::RegistrationUpdated).err(), None);
+    h.now = h.now + Duration::from_secs(1);
+    h.task.handle_timeout(h.now).unwrap();
+    assert_eq!(h.task.handle_timeout(Instant::ZERO), Err(TaskError::TimeWentBackwards));
+}
+
+#[test]
+fn cached_model_skips_the_first_read() {
+    let mut c = config();
+    c.use_cached_data_model = true;
+    let cached = CachedModel {
+        state: Some(lwm2m_fota::model::State::Idle),
+        result: Some(UpdateResult::Initial),
+        protocols: Some([Protocol::Http].into_iter().collect()),
+        delivery: Some(lwm2m_fota::model::DeliveryMethod::Both),
+    };
+    let mut task = UpgradeTask::with_cached_model(Arc::new(c), cached);
+    task.handle(Instant::ZERO, TaskInput::Registered(&registration(false))).unwrap();
+    task.start(Instant::ZERO).unwrap();
+    let first = std::iter::from_fn(|| task.poll_output()).find_map(|o| match o {
+        TaskOutput::Request(r) => Some(r.kind),
+        _ => None,
+    });
+    assert!(format!("{first:?}").contains("/1/0/1"), "{first:?}");
+}
+
+#[test]
+fn send_strategy_uses_sends_and_observe_only_never_reads() {
+    let mut c = config();
+    c.strategy = Strategy::Send;
+    c.target_version = None;
+    let mut h = Harness::new(c);
+    let mut script = Script::default();
+    h.start();
+    h.answer(&script);
+    h.answer(&script);
+    h.answer(&script);
+    assert!(h.requests.is_empty());
+    h.input(TaskInput::RegistrationUpdated);
+    assert!(h.requests.is_empty(), "S4 does not read on uplinks");
+    script.state = 2;
+    let mut send = Vec::new();
+    let records = [
+        Record::new(Path::resource(5, 0, 3), Value::Integer(2)),
+        Record::new(Path::resource(5, 0, 5), Value::Integer(0)),
+    ];
+    codec::encode(ContentFormat::SenmlCbor, &Path::ROOT, &records, &Registry::default(), &mut send).unwrap();
+    h.input(TaskInput::Send { format: ContentFormat::SenmlCbor, payload: &send });
+    assert!(h.describe().contains("Execute"), "{}", h.describe());
+    // S5: only Observe requests, ever.
+    let mut c = config();
+    c.strategy = Strategy::ObserveOnly;
+    let mut h = Harness::new(c);
+    h.start();
+    for _ in 0..4 {
+        assert!(h.describe().contains("Observe"), "{}", h.describe());
+        h.answer(&Script::default());
+    }
+}
+
+/// One step of a scripted run: answer the pending request, or send an uplink,
+/// or let time pass.
+fn step(h: &mut Harness, script: &mut Script, n: usize) {
+    if h.requests.is_empty() {
+        if script.state == 0 && n > 3 {
+            script.state = 2;
+        }
+        h.input(TaskInput::RegistrationUpdated);
+        if h.requests.is_empty() {
+            h.advance(Duration::from_secs(61));
+        }
+    } else {
+        h.answer(script);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// A task restored from a snapshot after any step continues exactly as the
+    /// original: fed the same inputs, the two stay equal to the end.
+    #[test]
+    fn snapshot_restore_continues_identically(cut in 0usize..14, strategy in 0usize..5, push in any::<bool>()) {
+        let mut c = config();
+        c.strategy = Strategy::ALL[strategy];
+        c.delivery = if push { Delivery::Push } else { Delivery::Pull };
+        let mut original = Harness::new(c);
+        let mut script = Script::default();
+        original.start();
+        let mut copy: Option<(Harness, Script)> = None;
+        for n in 0..60 {
+            if n == cut {
+                let json = serde_json::to_string(&original.task).unwrap();
+                let restored: UpgradeTask = serde_json::from_str(&json).unwrap();
+                prop_assert_eq!(&restored, &original.task);
+                copy = Some((
+                    Harness { task: restored, now: original.now, requests: original.requests.clone(), events: Vec::new() },
+                    script.clone(),
+                ));
+            }
+            if original.outcome().is_some() {
+                break;
+            }
+            step(&mut original, &mut script, n);
+            if let Some((twin, twin_script)) = copy.as_mut() {
+                step(twin, twin_script, n);
+                prop_assert_eq!(&twin.task, &original.task);
+                prop_assert_eq!(&twin.requests, &original.requests);
+            }
+        }
+    }
+}
