@@ -166,6 +166,58 @@ impl<'a> Reader<'a> {
         self.d.position()
     }
 
+    /// The next initial byte, if any (no decoding).
+    #[inline]
+    pub(crate) fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.d.position()).copied()
+    }
+
+    /// Fast path: a definite head with its argument in the initial byte or the
+    /// next 1/2/4/8 bytes. Returns (major, argument, head length).
+    #[inline]
+    fn head(&self) -> Option<(u8, u64, usize)> {
+        let pos = self.d.position();
+        let b = *self.bytes.get(pos)?;
+        let info = b & 0x1f;
+        let (arg, n) = match info {
+            0..=23 => (u64::from(info), 1),
+            24 => (u64::from(*self.bytes.get(pos + 1)?), 2),
+            25 => (u64::from(u16::from_be_bytes(self.bytes.get(pos + 1..pos + 3)?.try_into().ok()?)), 3),
+            26 => (u64::from(u32::from_be_bytes(self.bytes.get(pos + 1..pos + 5)?.try_into().ok()?)), 5),
+            27 => (u64::from_be_bytes(self.bytes.get(pos + 1..pos + 9)?.try_into().ok()?), 9),
+            _ => return None,
+        };
+        Some((b >> 5, arg, n))
+    }
+
+    /// Fast path for a definite text string; `None`: use the general path.
+    #[inline]
+    pub(crate) fn fast_text(&mut self) -> Option<&'a str> {
+        let (major, len, n) = self.head()?;
+        if major != MAJOR_TEXT {
+            return None;
+        }
+        let start = self.d.position() + n;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        let bytes: &'a [u8] = self.bytes;
+        let text = core::str::from_utf8(bytes.get(start..end)?).ok()?;
+        self.d.set_position(end);
+        Some(text)
+    }
+
+    /// Fast path for an integer; `None`: use the general path.
+    #[inline]
+    pub(crate) fn fast_int(&mut self) -> Option<Number> {
+        let (major, arg, n) = self.head()?;
+        let number = match major {
+            MAJOR_UNSIGNED => Number::Unsigned(arg),
+            MAJOR_NEGATIVE => Number::Negative(arg),
+            _ => return None,
+        };
+        self.d.set_position(self.d.position() + n);
+        Some(number)
+    }
+
     pub(crate) fn at_end(&self) -> bool {
         self.d.position() >= self.bytes.len()
     }
@@ -202,6 +254,10 @@ impl<'a> Reader<'a> {
 
     /// A map head: `Some(n)` for definite, `None` for indefinite.
     pub(crate) fn map(&mut self) -> Result<Option<u64>, DecodeError> {
+        if let Some((MAJOR_MAP, n, len)) = self.head() {
+            self.d.set_position(self.d.position() + len);
+            return Ok(Some(n));
+        }
         let start = self.position();
         let r = self.d.map();
         self.wrap(start, r)
@@ -209,6 +265,9 @@ impl<'a> Reader<'a> {
 
     /// Text, borrowed when definite, joined when indefinite.
     pub(crate) fn text(&mut self) -> Result<Cow<'a, str>, DecodeError> {
+        if let Some(text) = self.fast_text() {
+            return Ok(Cow::Borrowed(text));
+        }
         let start = self.position();
         if self.datatype()? == Type::StringIndef {
             let mut joined = String::new();
@@ -253,6 +312,9 @@ impl<'a> Reader<'a> {
     /// A number: an integer of either sign, a float of any width, a decimal
     /// fraction (tag 4) or an epoch time (tag 1) around one of those.
     pub(crate) fn number(&mut self) -> Result<Number, DecodeError> {
+        if let Some(number) = self.fast_int() {
+            return Ok(number);
+        }
         let start = self.position();
         match self.datatype()? {
             Type::U8 | Type::U16 | Type::U32 | Type::U64 => self.u64().map(Number::Unsigned),

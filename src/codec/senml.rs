@@ -7,7 +7,7 @@ use bytes::BufMut;
 
 use super::cbor_util::{Number, WireValue};
 use super::{DecodeError, DecodeErrorKind as Kind, EncodeError};
-use crate::model::{ContentFormat, Path, Record, Registry, Value};
+use crate::model::{ContentFormat, Path, PathError, PathParser, Record, Registry, Value};
 
 /// The SenML labels (RFC 8428 Table 4 plus LwM2M's `vlo`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +125,8 @@ pub(crate) const SENML_VERSION: u64 = 10;
 #[derive(Debug, Default)]
 pub(crate) struct Context<'a> {
     base_name: Cow<'a, str>,
+    /// The parser state after the base name, so each record parses only its name.
+    base_parsed: Option<Result<PathParser, PathError>>,
     base_time: Option<f64>,
     base_value: Option<Number>,
 }
@@ -137,6 +139,7 @@ impl<'a> Context<'a> {
                 return Err(DecodeError::new(offset, Kind::UnsupportedVersion(version)));
             }
         }
+        let base_changed = raw.base_name.is_some();
         if let Some(base_name) = raw.base_name.take() {
             self.base_name = base_name;
         }
@@ -147,7 +150,16 @@ impl<'a> Context<'a> {
             self.base_value = Some(base_value);
         }
         let name = raw.name.as_deref().unwrap_or("");
-        Path::parse_concat(&self.base_name, name).map_err(|e| DecodeError::new(offset, Kind::InvalidPath(e)))
+        if base_changed || self.base_parsed.is_none() {
+            let mut parser = PathParser::default();
+            self.base_parsed = Some(parser.feed(self.base_name.as_bytes()).map(|()| parser));
+        }
+        let parsed = match self.base_parsed {
+            Some(Ok(mut parser)) => parser.feed(name.as_bytes()).and_then(|()| parser.finish()),
+            Some(Err(ref error)) => Err(error.clone()),
+            None => Path::parse_concat(&self.base_name, name),
+        };
+        parsed.map_err(|e| DecodeError::new(offset, Kind::InvalidPath(e)))
     }
 
     /// Resolves a value record (Read, Write, Notify, Send, Write-Composite).

@@ -109,7 +109,7 @@ enum Key {
 }
 
 fn read_record<'a>(reader: &mut Reader<'a>, options: &DecodeOptions) -> Result<RawRecord<'a>, DecodeError> {
-    if !matches!(reader.datatype()?, Type::Map | Type::MapIndef) {
+    if !matches!(reader.peek(), Some(0xa0..=0xbb | 0xbf)) && !matches!(reader.datatype()?, Type::Map | Type::MapIndef) {
         return Err(reader.error(Kind::InvalidField("SenML record (expected a map)")));
     }
     let mut raw = RawRecord::default();
@@ -129,6 +129,13 @@ fn read_record<'a>(reader: &mut Reader<'a>, options: &DecodeOptions) -> Result<R
 }
 
 fn read_key(reader: &mut Reader<'_>) -> Result<Key, DecodeError> {
+    if let Some(b) = reader.peek() {
+        if b < 0x18 || (0x20..0x38).contains(&b) {
+            let key = if b < 0x18 { i64::from(b) } else { -1 - i64::from(b - 0x20) };
+            reader.d.set_position(reader.position() + 1);
+            return Ok(Label::from_cbor_key(key).map_or(Key::Unknown, Key::Label));
+        }
+    }
     Ok(match reader.datatype()? {
         Type::U8 | Type::U16 | Type::U32 | Type::U64 | Type::I8 | Type::I16 | Type::I32 | Type::I64 | Type::Int => {
             let key = reader.number()?;
@@ -168,6 +175,19 @@ fn read_field<'a>(
         if ok { Ok(()) } else { Err(DecodeError::new(reader.position(), Kind::InvalidField(what))) }
     };
     let is_text = |t: Type| matches!(t, Type::String | Type::StringIndef);
+    // Fast path: definite text for the text labels.
+    if matches!(label, Label::BaseName | Label::Name | Label::StringValue | Label::ObjectLinkValue) {
+        if let Some(text) = reader.fast_text() {
+            let text = alloc::borrow::Cow::Borrowed(text);
+            match label {
+                Label::BaseName => raw.base_name = Some(text),
+                Label::Name => raw.name = Some(text),
+                Label::StringValue => raw.value = Some(WireValue::Text(text)),
+                _ => raw.value = Some(WireValue::ObjectLink(text)),
+            }
+            return Ok(());
+        }
+    }
     match label {
         Label::BaseVersion => {
             let t = reader.datatype()?;

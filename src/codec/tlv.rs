@@ -136,13 +136,13 @@ pub fn decode_into<'a>(
                         return Err(DecodeError::new(first.value_end, Kind::TrailingBytes));
                     }
                     if first.kind == TlvKind::Resource {
-                        decoder.leaf(base, &first)
+                        decoder.leaf(base, registry.data_type(&base), &first)
                     } else {
-                        decoder.multiple(base, first.value_start, first.value_end)
+                        decoder.multiple(base, registry.data_type(&base), first.value_start, first.value_end)
                     }
                 }
                 // Leshan-compatible: the instances of R without their wrapper.
-                TlvKind::ResourceInstance => decoder.multiple(base, 0, end),
+                TlvKind::ResourceInstance => decoder.multiple(base, registry.data_type(&base), 0, end),
                 found => Err(DecodeError::new(0, Kind::UnexpectedTlv { found })),
             }
         }
@@ -157,7 +157,10 @@ pub fn decode_into<'a>(
             if first.value_end != end {
                 return Err(DecodeError::new(first.value_end, Kind::TrailingBytes));
             }
-            decoder.leaf(Path::resource_instance(object, instance, resource, resource_instance), &first)
+            {
+                let path = Path::resource_instance(object, instance, resource, resource_instance);
+                decoder.leaf(path, registry.data_type(&path), &first)
+            }
         }
     }
 }
@@ -214,14 +217,16 @@ impl<'a> Decoder<'a, '_, '_> {
     }
 
     fn instance(&mut self, object: u16, instance: u16, start: usize, end: usize) -> Result<(), DecodeError> {
+        let object_def = self.registry.object(object);
         let mut siblings = Siblings::default();
         let mut pos = start;
         while pos < end {
             let header = read_header(self.bytes, pos, end)?;
             let path = Path::resource(object, instance, header.id);
+            let data_type = object_def.and_then(|o| o.resource(header.id)).map(|r| r.data_type);
             match header.kind {
-                TlvKind::Resource => self.leaf(path, &header)?,
-                TlvKind::MultipleResource => self.multiple(path, header.value_start, header.value_end)?,
+                TlvKind::Resource => self.leaf(path, data_type, &header)?,
+                TlvKind::MultipleResource => self.multiple(path, data_type, header.value_start, header.value_end)?,
                 found => return Err(DecodeError::new(pos, Kind::UnexpectedTlv { found })),
             }
             siblings.see(header.id);
@@ -230,7 +235,13 @@ impl<'a> Decoder<'a, '_, '_> {
         siblings.check(self.bytes, start, end)
     }
 
-    fn multiple(&mut self, resource: Path, start: usize, end: usize) -> Result<(), DecodeError> {
+    fn multiple(
+        &mut self,
+        resource: Path,
+        data_type: Option<DataType>,
+        start: usize,
+        end: usize,
+    ) -> Result<(), DecodeError> {
         let mut siblings = Siblings::default();
         let mut pos = start;
         while pos < end {
@@ -241,21 +252,17 @@ impl<'a> Decoder<'a, '_, '_> {
             siblings.see(header.id);
             // `resource` is a resource path, so a child always exists.
             let path = resource.child(header.id).unwrap_or(resource);
-            self.leaf(path, &header)?;
+            self.leaf(path, data_type, &header)?;
             pos = header.value_end;
         }
         siblings.check(self.bytes, start, end)
     }
 
-    fn leaf(&mut self, path: Path, header: &Header) -> Result<(), DecodeError> {
+    fn leaf(&mut self, path: Path, data_type: Option<DataType>, header: &Header) -> Result<(), DecodeError> {
         if self.out.len() - self.start_len >= self.max_records {
             return Err(DecodeError::new(header.start, Kind::TooManyRecords { limit: self.max_records }));
         }
-        let value = decode_value(
-            self.registry.data_type(&path),
-            &self.bytes[header.value_start..header.value_end],
-            header.value_start,
-        )?;
+        let value = decode_value(data_type, &self.bytes[header.value_start..header.value_end], header.value_start)?;
         self.out.push(Record::new(path, value));
         Ok(())
     }

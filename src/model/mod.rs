@@ -19,6 +19,7 @@ pub use operation::{
     Attributes, Block, ClientMessage, LinkFormatError, Lwm2mVersion, ObjectLinks, Operation, Registration, RequestId,
     format_object_links, parse_object_links,
 };
+pub(crate) use path::PathParser;
 pub use path::{MAX_ID, Path, PathError};
 pub use time::Instant;
 pub use value::{DataType, ObjectLink, ObjectLinkError, Record, SENML_RELATIVE_TIME_LIMIT, Value};

@@ -186,22 +186,45 @@ impl Path {
 
     /// True when `self` equals `prefix` or lies below it.
     pub fn starts_with(&self, prefix: &Path) -> bool {
-        prefix.len <= self.len && self.ids[..prefix.len as usize] == prefix.ids[..prefix.len as usize]
+        prefix.len <= self.len && (0..prefix.len as usize).all(|i| self.ids[i] == prefix.ids[i])
     }
 
     /// Parses a path given as the concatenation of two texts without joining them
     /// first, as SenML does with base name and name. Offsets in errors count
     /// across both parts.
     pub fn parse_concat(first: &str, second: &str) -> Result<Path, PathError> {
-        let mut parser = Parser::default();
-        for (i, &b) in first.as_bytes().iter().chain(second.as_bytes()).enumerate() {
-            parser.push(b, i)?;
-        }
-        parser.finish(first.len() + second.len())
+        let mut parser = PathParser::default();
+        parser.feed(first.as_bytes())?;
+        parser.feed(second.as_bytes())?;
+        parser.finish()
     }
 }
 
-#[derive(Default)]
+/// An incremental path parser: feed it pieces (a SenML base name once, then
+/// each record's name on a copy) and finish. Error offsets count across pieces.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PathParser {
+    inner: Parser,
+    consumed: usize,
+}
+
+impl PathParser {
+    /// Feeds the next piece of text.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<(), PathError> {
+        for &b in bytes {
+            self.inner.push(b, self.consumed)?;
+            self.consumed += 1;
+        }
+        Ok(())
+    }
+
+    /// The path fed so far.
+    pub(crate) fn finish(self) -> Result<Path, PathError> {
+        self.inner.finish(self.consumed)
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
 struct Parser {
     ids: [u16; 4],
     len: u8,
