@@ -181,7 +181,7 @@ fn senml_cbor_structure() {
     assert_eq!(senml("/", "80 00"), e(1, Kind::TrailingBytes));
     assert_eq!(senml("/", "81 a1 f4 00"), e(2, Kind::InvalidField("SenML label (expected an integer or text)")));
     assert_eq!(senml("/", "81 a1 21 01"), e(3, Kind::InvalidField("bn (expected text)")));
-    assert_eq!(senml("/", "81 a1 00 62 2f ff"), e(3, Kind::InvalidUtf8));
+    assert_eq!(senml("/", "81 a1 00 62 2f ff"), e(5, Kind::InvalidUtf8)); // the offending byte
     assert_eq!(senml("/", "9f ff 00"), e(2, Kind::TrailingBytes));
     assert_eq!(senml("/", "ff"), e(0, Kind::InvalidField("SenML pack (expected an array)")));
 }

@@ -10,7 +10,7 @@ use lwm2m_fota::model::{
     Attributes, Block, ClientMessage, ContentFormat, Instant, Operation, Path, Record, Registry, RequestId,
     ResponseCode, Value,
 };
-use lwm2m_fota::sim::{ImageStore, Network, Profile, SimDevice, SimImage, image_bytes, profile};
+use lwm2m_fota::sim::{FleetProfile, ImageStore, Network, Profile, SimDevice, SimImage, image_bytes, profile};
 
 const URI: &str = "coap://fw.example/v2.bin";
 
@@ -30,7 +30,7 @@ impl Harness {
         images.insert(URI, SimImage { size: 64_000, version: Some("2.0.0".into()) });
         images.insert("coap://fw.example/raw.bin", SimImage { size: 1_000, version: None });
         Harness {
-            device: SimDevice::new(7, profile, seed, "1.0.0", Instant::ZERO),
+            device: SimDevice::new(7, FleetProfile::Uniform(profile).for_device(seed, 7), seed, "1.0.0", Instant::ZERO),
             images,
             down: Network::new(seed ^ 1),
             up: Network::new(seed ^ 2),

@@ -1,13 +1,11 @@
 //! CBOR helpers shared by SenML-CBOR, LwM2M-CBOR and single-value CBOR: reading
-//! numbers and skipping values on minicbor with positioned errors and a depth
+//! numbers and skipping values with positioned errors and a depth
 //! bound, and writing minimal CBOR heads and the shortest exact float width.
 
 use alloc::borrow::Cow;
 use alloc::string::String;
 use alloc::vec::Vec;
 use bytes::BufMut;
-use minicbor::Decoder;
-use minicbor::data::Type;
 
 use super::{DecodeError, DecodeErrorKind as Kind};
 use crate::model::{DataType, ObjectLink, Value};
@@ -141,204 +139,294 @@ impl<'a> WireValue<'a> {
     }
 }
 
-pub(crate) fn cbor_error(bytes: &[u8], position: usize, error: &minicbor::decode::Error) -> DecodeError {
-    if error.is_end_of_input() {
-        DecodeError::new(bytes.len(), Kind::Truncated)
-    } else if error.is_type_mismatch() {
-        DecodeError::new(error.position().unwrap_or(position), Kind::InvalidCbor("unexpected data type"))
-    } else {
-        DecodeError::new(error.position().unwrap_or(position), Kind::InvalidCbor("invalid item"))
+/// The kind of the next CBOR item, from its initial byte alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Type {
+    /// Major type 0.
+    Unsigned,
+    /// Major type 1.
+    Negative,
+    /// Major type 2, definite.
+    Bytes,
+    /// Major type 2, indefinite.
+    BytesIndef,
+    /// Major type 3, definite.
+    String,
+    /// Major type 3, indefinite.
+    StringIndef,
+    /// Major type 4, definite.
+    Array,
+    /// Major type 4, indefinite.
+    ArrayIndef,
+    /// Major type 5, definite.
+    Map,
+    /// Major type 5, indefinite.
+    MapIndef,
+    /// Major type 6.
+    Tag,
+    /// `false` / `true`.
+    Bool,
+    /// `null`.
+    Null,
+    /// `undefined`.
+    Undefined,
+    /// Half, single or double float.
+    Float,
+    /// Another simple value.
+    Simple,
+    /// The break stop code (0xFF).
+    Break,
+    /// A reserved initial byte.
+    Reserved,
+}
+
+fn type_of(initial: u8) -> Type {
+    let info = initial & 0x1f;
+    match (initial >> 5, info) {
+        (_, 28..=30) => Type::Reserved,
+        (0, 31) | (1, 31) | (6, 31) => Type::Reserved,
+        (0, _) => Type::Unsigned,
+        (1, _) => Type::Negative,
+        (2, 31) => Type::BytesIndef,
+        (2, _) => Type::Bytes,
+        (3, 31) => Type::StringIndef,
+        (3, _) => Type::String,
+        (4, 31) => Type::ArrayIndef,
+        (4, _) => Type::Array,
+        (5, 31) => Type::MapIndef,
+        (5, _) => Type::Map,
+        (6, _) => Type::Tag,
+        (_, 20 | 21) => Type::Bool,
+        (_, 22) => Type::Null,
+        (_, 23) => Type::Undefined,
+        (_, 25..=27) => Type::Float,
+        (_, 31) => Type::Break,
+        _ => Type::Simple,
     }
 }
 
-/// A minicbor decoder whose errors carry our kinds and offsets.
+/// A CBOR reader (RFC 8949) over a byte slice: it borrows text and byte
+/// strings, bounds every length by the bytes present, and reports errors with
+/// the offset of the item at fault. Small `Copy` state, no allocation except to
+/// join indefinite-length strings.
 pub(crate) struct Reader<'a> {
-    pub(crate) d: Decoder<'a>,
     pub(crate) bytes: &'a [u8],
+    pos: usize,
 }
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(bytes: &'a [u8]) -> Reader<'a> {
-        Reader { d: Decoder::new(bytes), bytes }
+        Reader { bytes, pos: 0 }
     }
 
+    #[inline]
     pub(crate) fn position(&self) -> usize {
-        self.d.position()
+        self.pos
     }
 
     /// The next initial byte, if any (no decoding).
     #[inline]
     pub(crate) fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.d.position()).copied()
+        self.bytes.get(self.pos).copied()
     }
 
-    /// Fast path: a definite head with its argument in the initial byte or the
-    /// next 1/2/4/8 bytes. Returns (major, argument, head length).
+    /// Skips `n` bytes already examined with [`peek`](Self::peek).
     #[inline]
-    fn head(&self) -> Option<(u8, u64, usize)> {
-        let pos = self.d.position();
-        let b = *self.bytes.get(pos)?;
-        let info = b & 0x1f;
-        let (arg, n) = match info {
-            0..=23 => (u64::from(info), 1),
-            24 => (u64::from(*self.bytes.get(pos + 1)?), 2),
-            25 => (u64::from(u16::from_be_bytes(self.bytes.get(pos + 1..pos + 3)?.try_into().ok()?)), 3),
-            26 => (u64::from(u32::from_be_bytes(self.bytes.get(pos + 1..pos + 5)?.try_into().ok()?)), 5),
-            27 => (u64::from_be_bytes(self.bytes.get(pos + 1..pos + 9)?.try_into().ok()?), 9),
-            _ => return None,
-        };
-        Some((b >> 5, arg, n))
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.bytes.len());
     }
 
-    /// Fast path for a definite text string; `None`: use the general path.
     #[inline]
-    pub(crate) fn fast_text(&mut self) -> Option<&'a str> {
-        let (major, len, n) = self.head()?;
-        if major != MAJOR_TEXT {
-            return None;
-        }
-        let start = self.d.position() + n;
-        let end = start.checked_add(usize::try_from(len).ok()?)?;
-        let bytes: &'a [u8] = self.bytes;
-        let text = core::str::from_utf8(bytes.get(start..end)?).ok()?;
-        self.d.set_position(end);
-        Some(text)
-    }
-
-    /// Fast path for an integer; `None`: use the general path.
-    #[inline]
-    pub(crate) fn fast_int(&mut self) -> Option<Number> {
-        let (major, arg, n) = self.head()?;
-        let number = match major {
-            MAJOR_UNSIGNED => Number::Unsigned(arg),
-            MAJOR_NEGATIVE => Number::Negative(arg),
-            _ => return None,
-        };
-        self.d.set_position(self.d.position() + n);
-        Some(number)
-    }
-
     pub(crate) fn at_end(&self) -> bool {
-        self.d.position() >= self.bytes.len()
-    }
-
-    fn wrap<T>(&self, start: usize, result: Result<T, minicbor::decode::Error>) -> Result<T, DecodeError> {
-        result.map_err(|e| cbor_error(self.bytes, start, &e))
-    }
-
-    pub(crate) fn datatype(&self) -> Result<Type, DecodeError> {
-        let start = self.position();
-        self.wrap(start, self.d.datatype())
+        self.pos >= self.bytes.len()
     }
 
     pub(crate) fn error(&self, kind: Kind) -> DecodeError {
-        DecodeError::new(self.position(), kind)
+        DecodeError::new(self.pos, kind)
+    }
+
+    fn truncated(&self) -> DecodeError {
+        DecodeError::new(self.bytes.len(), Kind::Truncated)
+    }
+
+    /// The kind of the next item.
+    #[inline]
+    pub(crate) fn datatype(&self) -> Result<Type, DecodeError> {
+        self.peek().map(type_of).ok_or_else(|| self.truncated())
+    }
+
+    /// Reads a head: (major type, argument); `None` argument for indefinite.
+    #[inline]
+    fn head(&mut self) -> Result<(u8, Option<u64>), DecodeError> {
+        let start = self.pos;
+        let initial = *self.bytes.get(start).ok_or_else(|| self.truncated())?;
+        let info = initial & 0x1f;
+        let width = match info {
+            0..=23 => {
+                self.pos = start + 1;
+                return Ok((initial >> 5, Some(u64::from(info))));
+            }
+            24 => 1,
+            25 => 2,
+            26 => 4,
+            27 => 8,
+            31 => {
+                self.pos = start + 1;
+                return Ok((initial >> 5, None));
+            }
+            _ => return Err(DecodeError::new(start, Kind::InvalidCbor("reserved additional information"))),
+        };
+        let argument = self.bytes.get(start + 1..start + 1 + width).ok_or_else(|| self.truncated())?;
+        self.pos = start + 1 + width;
+        Ok((initial >> 5, Some(argument.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))))
+    }
+
+    /// A head of `major` with a definite argument.
+    fn definite(&mut self, major: u8, what: &'static str) -> Result<u64, DecodeError> {
+        let start = self.pos;
+        match self.head()? {
+            (m, Some(argument)) if m == major => Ok(argument),
+            _ => Err(DecodeError::new(start, Kind::InvalidCbor(what))),
+        }
     }
 
     /// Consumes a break byte (`0xFF`) if one is next.
+    #[inline]
     pub(crate) fn take_break(&mut self) -> Result<bool, DecodeError> {
-        if self.datatype()? == Type::Break {
-            self.d.set_position(self.position() + 1);
-            Ok(true)
-        } else {
-            Ok(false)
+        match self.peek() {
+            Some(0xFF) => {
+                self.pos += 1;
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+            None => Err(self.truncated()),
+        }
+    }
+
+    fn container(&mut self, major: u8, what: &'static str) -> Result<Option<u64>, DecodeError> {
+        let start = self.pos;
+        match self.head()? {
+            (m, argument) if m == major => Ok(argument),
+            _ => Err(DecodeError::new(start, Kind::InvalidCbor(what))),
         }
     }
 
     /// An array head: `Some(n)` for definite, `None` for indefinite.
     pub(crate) fn array(&mut self) -> Result<Option<u64>, DecodeError> {
-        let start = self.position();
-        let r = self.d.array();
-        self.wrap(start, r)
+        self.container(MAJOR_ARRAY, "expected an array")
     }
 
     /// A map head: `Some(n)` for definite, `None` for indefinite.
     pub(crate) fn map(&mut self) -> Result<Option<u64>, DecodeError> {
-        if let Some((MAJOR_MAP, n, len)) = self.head() {
-            self.d.set_position(self.d.position() + len);
-            return Ok(Some(n));
-        }
-        let start = self.position();
-        let r = self.d.map();
-        self.wrap(start, r)
+        self.container(MAJOR_MAP, "expected a map")
+    }
+
+    /// The bytes of a definite string whose head says `len`.
+    fn string_bytes(&mut self, len: u64) -> Result<&'a [u8], DecodeError> {
+        let start = self.pos;
+        let end = usize::try_from(len).ok().and_then(|l| start.checked_add(l)).filter(|&e| e <= self.bytes.len());
+        let end = end.ok_or_else(|| self.truncated())?;
+        self.pos = end;
+        Ok(&self.bytes[start..end])
+    }
+
+    fn utf8(&self, bytes: &'a [u8], offset: usize) -> Result<&'a str, DecodeError> {
+        core::str::from_utf8(bytes).map_err(|e| DecodeError::new(offset + e.valid_up_to(), Kind::InvalidUtf8))
     }
 
     /// Text, borrowed when definite, joined when indefinite.
     pub(crate) fn text(&mut self) -> Result<Cow<'a, str>, DecodeError> {
-        if let Some(text) = self.fast_text() {
-            return Ok(Cow::Borrowed(text));
-        }
-        let start = self.position();
-        if self.datatype()? == Type::StringIndef {
-            let mut joined = String::new();
-            let iter = self.d.str_iter();
-            let iter = iter.map_err(|e| cbor_error(self.bytes, start, &e))?;
-            for chunk in iter {
-                joined.push_str(chunk.map_err(|e| cbor_error(self.bytes, start, &e))?);
+        let start = self.pos;
+        match self.head()? {
+            (MAJOR_TEXT, Some(len)) => {
+                let at = self.pos;
+                let bytes = self.string_bytes(len)?;
+                self.utf8(bytes, at).map(Cow::Borrowed)
             }
-            return Ok(Cow::Owned(joined));
-        }
-        let r = self.d.str();
-        match r {
-            Ok(s) => Ok(Cow::Borrowed(s)),
-            Err(e) if !e.is_end_of_input() && !e.is_type_mismatch() => {
-                Err(DecodeError::new(e.position().unwrap_or(start), Kind::InvalidUtf8))
+            (MAJOR_TEXT, None) => {
+                let mut joined = String::new();
+                while !self.take_break()? {
+                    let len = self.definite(MAJOR_TEXT, "indefinite text chunk must be definite text")?;
+                    let at = self.pos;
+                    let bytes = self.string_bytes(len)?;
+                    joined.push_str(self.utf8(bytes, at)?);
+                }
+                Ok(Cow::Owned(joined))
             }
-            Err(e) => Err(cbor_error(self.bytes, start, &e)),
+            _ => Err(DecodeError::new(start, Kind::InvalidCbor("expected text"))),
         }
     }
 
     /// A byte string, borrowed when definite, joined when indefinite.
     pub(crate) fn bytes(&mut self) -> Result<Cow<'a, [u8]>, DecodeError> {
-        let start = self.position();
-        if self.datatype()? == Type::BytesIndef {
-            let mut joined = Vec::new();
-            let iter = self.d.bytes_iter().map_err(|e| cbor_error(self.bytes, start, &e))?;
-            for chunk in iter {
-                joined.extend_from_slice(chunk.map_err(|e| cbor_error(self.bytes, start, &e))?);
+        let start = self.pos;
+        match self.head()? {
+            (MAJOR_BYTES, Some(len)) => self.string_bytes(len).map(Cow::Borrowed),
+            (MAJOR_BYTES, None) => {
+                let mut joined = Vec::new();
+                while !self.take_break()? {
+                    let len = self.definite(MAJOR_BYTES, "indefinite byte chunk must be definite bytes")?;
+                    joined.extend_from_slice(self.string_bytes(len)?);
+                }
+                Ok(Cow::Owned(joined))
             }
-            return Ok(Cow::Owned(joined));
+            _ => Err(DecodeError::new(start, Kind::InvalidCbor("expected a byte string"))),
         }
-        let r = self.d.bytes();
-        self.wrap(start, r).map(Cow::Borrowed)
     }
 
+    /// A boolean.
+    pub(crate) fn bool(&mut self) -> Result<bool, DecodeError> {
+        match self.peek() {
+            Some(0xF4) => {
+                self.pos += 1;
+                Ok(false)
+            }
+            Some(0xF5) => {
+                self.pos += 1;
+                Ok(true)
+            }
+            Some(_) => Err(self.error(Kind::InvalidCbor("expected a boolean"))),
+            None => Err(self.truncated()),
+        }
+    }
+
+    /// An unsigned integer.
     pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
-        let start = self.position();
-        let r = self.d.u64();
-        self.wrap(start, r)
+        self.definite(MAJOR_UNSIGNED, "expected an unsigned integer")
     }
 
     /// A number: an integer of either sign, a float of any width, a decimal
     /// fraction (tag 4) or an epoch time (tag 1) around one of those.
     pub(crate) fn number(&mut self) -> Result<Number, DecodeError> {
-        if let Some(number) = self.fast_int() {
-            return Ok(number);
-        }
-        let start = self.position();
-        match self.datatype()? {
-            Type::U8 | Type::U16 | Type::U32 | Type::U64 => self.u64().map(Number::Unsigned),
-            Type::I8 | Type::I16 | Type::I32 | Type::I64 | Type::Int => {
-                let r = self.d.int();
-                let v = i128::from(self.wrap(start, r)?);
-                Ok(if v >= 0 { Number::Unsigned(v as u64) } else { Number::Negative((-1 - v) as u64) })
+        let start = self.pos;
+        let initial = self.peek().ok_or_else(|| self.truncated())?;
+        match initial {
+            0xF9 => {
+                let b = self.bytes.get(start + 1..start + 3).ok_or_else(|| self.truncated())?;
+                self.pos = start + 3;
+                Ok(Number::Float(f16_to_f64(u16::from_be_bytes([b[0], b[1]]))))
             }
-            Type::F16 | Type::F32 | Type::F64 => {
-                let r = self.d.f64();
-                self.wrap(start, r).map(Number::Float)
+            0xFA => {
+                let b = self.bytes.get(start + 1..start + 5).ok_or_else(|| self.truncated())?;
+                self.pos = start + 5;
+                Ok(Number::Float(f64::from(f32::from_be_bytes([b[0], b[1], b[2], b[3]]))))
             }
-            Type::Tag => {
-                let r = self.d.tag();
-                match self.wrap(start, r)?.as_u64() {
-                    1 => match self.datatype()? {
-                        Type::Tag => Err(DecodeError::new(start, Kind::InvalidCbor("nested tag in a number"))),
-                        _ => self.number(),
-                    },
-                    4 => self.decimal_fraction(start),
-                    _ => Err(DecodeError::new(start, Kind::InvalidCbor("unsupported tag on a number"))),
-                }
+            0xFB => {
+                let b = self.bytes.get(start + 1..start + 9).ok_or_else(|| self.truncated())?;
+                self.pos = start + 9;
+                Ok(Number::Float(f64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])))
             }
-            _ => Err(DecodeError::new(start, Kind::InvalidField("number"))),
+            _ => match self.head()? {
+                (MAJOR_UNSIGNED, Some(n)) => Ok(Number::Unsigned(n)),
+                (MAJOR_NEGATIVE, Some(n)) => Ok(Number::Negative(n)),
+                (6, Some(1)) => match self.peek() {
+                    Some(0xC0..=0xDB) => Err(DecodeError::new(start, Kind::InvalidCbor("nested tag in a number"))),
+                    _ => self.number(),
+                },
+                (6, Some(4)) => self.decimal_fraction(start),
+                (6, _) => Err(DecodeError::new(start, Kind::InvalidCbor("unsupported tag on a number"))),
+                _ => Err(DecodeError::new(start, Kind::InvalidField("number"))),
+            },
         }
     }
 
@@ -347,20 +435,10 @@ impl<'a> Reader<'a> {
             return Err(DecodeError::new(start, Kind::InvalidCbor("decimal fraction must be [exponent, mantissa]")));
         }
         let integer = |r: &mut Self| -> Result<i128, DecodeError> {
-            let at = r.position();
-            match r.datatype()? {
-                Type::U8
-                | Type::U16
-                | Type::U32
-                | Type::U64
-                | Type::I8
-                | Type::I16
-                | Type::I32
-                | Type::I64
-                | Type::Int => {
-                    let v = r.d.int();
-                    r.wrap(at, v).map(i128::from)
-                }
+            let at = r.pos;
+            match r.head()? {
+                (MAJOR_UNSIGNED, Some(n)) => Ok(i128::from(n)),
+                (MAJOR_NEGATIVE, Some(n)) => Ok(-1 - i128::from(n)),
                 _ => Err(DecodeError::new(at, Kind::InvalidCbor("decimal fraction parts must be integers"))),
             }
         };
@@ -375,59 +453,85 @@ impl<'a> Reader<'a> {
         if depth > max_depth {
             return Err(self.error(Kind::TooDeep { limit: max_depth }));
         }
-        let start = self.position();
+        let start = self.pos;
         match self.datatype()? {
-            Type::Array | Type::ArrayIndef => match self.array()? {
-                Some(n) => (0..n).try_for_each(|_| self.skip(depth + 1, max_depth)),
-                None => {
-                    while !self.take_break()? {
-                        self.skip(depth + 1, max_depth)?;
-                    }
-                    Ok(())
+            Type::Break => Err(DecodeError::new(start, Kind::InvalidCbor("unexpected break"))),
+            Type::Reserved => Err(DecodeError::new(start, Kind::InvalidCbor("reserved initial byte"))),
+            Type::Float | Type::Bool | Type::Null | Type::Undefined | Type::Simple => {
+                let width = match self.bytes[start] & 0x1f {
+                    24 => 2,
+                    25 => 3,
+                    26 => 5,
+                    27 => 9,
+                    _ => 1,
+                };
+                if start + width > self.bytes.len() {
+                    return Err(self.truncated());
                 }
-            },
-            Type::Map | Type::MapIndef => match self.map()? {
-                Some(n) => (0..n).try_for_each(|_| {
-                    self.skip(depth + 1, max_depth)?;
-                    self.skip(depth + 1, max_depth)
-                }),
-                None => {
-                    while !self.take_break()? {
-                        self.skip(depth + 1, max_depth)?;
-                        self.skip(depth + 1, max_depth)?;
-                    }
-                    Ok(())
-                }
-            },
+                self.pos = start + width;
+                Ok(())
+            }
+            Type::String | Type::StringIndef => self.text().map(drop),
+            Type::Bytes | Type::BytesIndef => self.bytes().map(drop),
+            Type::Unsigned | Type::Negative => self.head().map(drop),
             Type::Tag => {
-                let r = self.d.tag();
-                self.wrap(start, r)?;
+                self.head()?;
                 self.skip(depth + 1, max_depth)
             }
-            Type::Break => Err(DecodeError::new(start, Kind::InvalidCbor("unexpected break"))),
-            Type::Unknown(_) => Err(DecodeError::new(start, Kind::InvalidCbor("reserved initial byte"))),
-            _ => {
-                let r = self.d.skip();
-                self.wrap(start, r)
+            Type::Array | Type::ArrayIndef | Type::Map | Type::MapIndef => {
+                let (major, count) = self.head()?;
+                let per_entry = if major == MAJOR_MAP { 2 } else { 1 };
+                match count {
+                    Some(n) => {
+                        for _ in 0..n {
+                            for _ in 0..per_entry {
+                                self.skip(depth + 1, max_depth)?;
+                            }
+                        }
+                    }
+                    None => {
+                        while !self.take_break()? {
+                            for _ in 0..per_entry {
+                                self.skip(depth + 1, max_depth)?;
+                            }
+                        }
+                    }
+                }
+                Ok(())
             }
         }
     }
+
     /// A plain CBOR leaf value (LwM2M-CBOR and Content-Format 60): a number,
     /// text, a byte string or a boolean. `null` and `undefined` carry no value.
     pub(crate) fn leaf(&mut self) -> Result<WireValue<'a>, DecodeError> {
-        let start = self.position();
+        let start = self.pos;
         match self.datatype()? {
             Type::String | Type::StringIndef => self.text().map(WireValue::Text),
             Type::Bytes | Type::BytesIndef => self.bytes().map(WireValue::Bytes),
-            Type::Bool => {
-                let r = self.d.bool();
-                self.wrap(start, r).map(WireValue::Boolean)
-            }
+            Type::Bool => self.bool().map(WireValue::Boolean),
             Type::Null | Type::Undefined => Err(DecodeError::new(start, Kind::NullValue)),
             Type::Array | Type::ArrayIndef | Type::Map | Type::MapIndef => {
                 Err(DecodeError::new(start, Kind::InvalidField("leaf value (found a container)")))
             }
             _ => self.number().map(WireValue::Number),
+        }
+    }
+}
+
+/// IEEE-754 binary16 to binary64 (exact).
+pub(crate) fn f16_to_f64(bits: u16) -> f64 {
+    let sign = if bits & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exponent = i32::from((bits >> 10) & 0x1F);
+    let fraction = f64::from(bits & 0x3FF);
+    match exponent {
+        0 => sign * fraction * 5.960_464_477_539_063e-8, // 2^-24
+        31 if fraction == 0.0 => sign * f64::INFINITY,
+        31 => f64::NAN,
+        _ => {
+            let scale =
+                if exponent >= 15 { (1u32 << (exponent - 15)) as f64 } else { 1.0 / (1u32 << (15 - exponent)) as f64 };
+            sign * (1.0 + fraction / 1024.0) * scale
         }
     }
 }
@@ -590,6 +694,17 @@ mod tests {
                 assert_eq!(f64_to_f16_exact(value), Some(h), "{h:#06x}");
             }
         }
+    }
+
+    #[test]
+    fn half_decoding_matches() {
+        for bits in 0u16..0x7C00 {
+            for sign in [0u16, 0x8000] {
+                assert_eq!(f16_to_f64(bits | sign), half_to_f64(bits | sign));
+            }
+        }
+        assert!(f16_to_f64(0x7E00).is_nan());
+        assert_eq!(f16_to_f64(0xFC00), f64::NEG_INFINITY);
     }
 
     fn half_to_f64(h: u16) -> f64 {

@@ -22,11 +22,10 @@
 
 use alloc::vec::Vec;
 use bytes::BufMut;
-use minicbor::data::Type;
 
 #[cfg(doc)]
 use super::DecodeErrorKind;
-use super::cbor_util::{self, MAJOR_ARRAY, MAJOR_MAP, MAJOR_UNSIGNED, Reader};
+use super::cbor_util::{self, MAJOR_ARRAY, MAJOR_MAP, MAJOR_UNSIGNED, Reader, Type};
 use super::{DecodeError, DecodeErrorKind as Kind, DecodeOptions, EncodeError};
 use crate::model::{ContentFormat, MAX_ID, Path, PathError, Record, Registry};
 
@@ -134,7 +133,7 @@ impl<'a> Decoder<'a, '_, '_> {
 
     fn append_id(&mut self, path: Path, key_offset: usize) -> Result<Path, DecodeError> {
         let at = self.reader.position();
-        if !matches!(self.reader.datatype()?, Type::U8 | Type::U16 | Type::U32 | Type::U64) {
+        if !matches!(self.reader.datatype()?, Type::Unsigned) {
             return Err(DecodeError::new(at, Kind::InvalidField("LwM2M-CBOR key (expected an id or an array of ids)")));
         }
         let id = self.reader.u64()?;

@@ -24,9 +24,8 @@
 
 use alloc::vec::Vec;
 use bytes::BufMut;
-use minicbor::data::Type;
 
-use super::cbor_util::{self, MAJOR_ARRAY, MAJOR_MAP, Reader, WireValue};
+use super::cbor_util::{self, MAJOR_ARRAY, MAJOR_MAP, Reader, Type, WireValue};
 use super::senml::{self, Context, Label, OutRecord, RawRecord};
 use super::{DecodeError, DecodeErrorKind as Kind, DecodeOptions, EncodeError};
 use crate::model::{ContentFormat, Path, Record, Registry, Value};
@@ -132,12 +131,12 @@ fn read_key(reader: &mut Reader<'_>) -> Result<Key, DecodeError> {
     if let Some(b) = reader.peek() {
         if b < 0x18 || (0x20..0x38).contains(&b) {
             let key = if b < 0x18 { i64::from(b) } else { -1 - i64::from(b - 0x20) };
-            reader.d.set_position(reader.position() + 1);
+            reader.advance(1);
             return Ok(Label::from_cbor_key(key).map_or(Key::Unknown, Key::Label));
         }
     }
     Ok(match reader.datatype()? {
-        Type::U8 | Type::U16 | Type::U32 | Type::U64 | Type::I8 | Type::I16 | Type::I32 | Type::I64 | Type::Int => {
+        Type::Unsigned | Type::Negative => {
             let key = reader.number()?;
             match key {
                 cbor_util::Number::Unsigned(k) => i64::try_from(k).ok().and_then(Label::from_cbor_key),
@@ -175,27 +174,10 @@ fn read_field<'a>(
         if ok { Ok(()) } else { Err(DecodeError::new(reader.position(), Kind::InvalidField(what))) }
     };
     let is_text = |t: Type| matches!(t, Type::String | Type::StringIndef);
-    // Fast path: definite text for the text labels.
-    if matches!(label, Label::BaseName | Label::Name | Label::StringValue | Label::ObjectLinkValue) {
-        if let Some(text) = reader.fast_text() {
-            let text = alloc::borrow::Cow::Borrowed(text);
-            match label {
-                Label::BaseName => raw.base_name = Some(text),
-                Label::Name => raw.name = Some(text),
-                Label::StringValue => raw.value = Some(WireValue::Text(text)),
-                _ => raw.value = Some(WireValue::ObjectLink(text)),
-            }
-            return Ok(());
-        }
-    }
     match label {
         Label::BaseVersion => {
             let t = reader.datatype()?;
-            expect(
-                reader,
-                "bver (expected an unsigned integer)",
-                matches!(t, Type::U8 | Type::U16 | Type::U32 | Type::U64),
-            )?;
+            expect(reader, "bver (expected an unsigned integer)", matches!(t, Type::Unsigned))?;
             raw.version = Some(reader.u64()?);
         }
         Label::BaseName => {
@@ -220,7 +202,7 @@ fn read_field<'a>(
         }
         Label::BooleanValue => {
             expect(reader, "vb (expected a boolean)", reader.datatype()? == Type::Bool)?;
-            let value = reader.d.bool().map_err(|e| cbor_util::cbor_error(reader.bytes, at, &e))?;
+            let value = reader.bool()?;
             raw.value = Some(WireValue::Boolean(value));
         }
         Label::DataValue => {

@@ -350,7 +350,12 @@ impl FirmwareUpdate {
 
     /// The next thing the firmware must do, if any.
     pub fn poll_event(&mut self) -> Option<FirmwareEvent> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() && self.events.capacity() > 0 {
+            // Idle objects keep no buffer (a simulation holds millions).
+            self.events = VecDeque::new();
+        }
+        event
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next: the end

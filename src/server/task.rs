@@ -1062,6 +1062,10 @@ impl UpgradeTask {
         if let Some(event) = self.events.pop_front() {
             return Some(TaskOutput::Event(event));
         }
+        if self.events.capacity() > 0 {
+            // Idle tasks keep no buffer (a fleet holds millions).
+            self.events = VecDeque::new();
+        }
         if self.in_flight.is_some() || !self.reachable() || self.step == Step::NotStarted {
             return None;
         }

@@ -135,7 +135,7 @@ struct Download {
 #[derive(Debug, Clone)]
 pub struct SimDevice {
     id: u64,
-    profile: Profile,
+    profile: &'static Profile,
     firmware: FirmwareUpdate,
     firmware_version: String,
     sink: HeadSink,
@@ -163,7 +163,7 @@ const BOOT_TIME: Duration = Duration::from_secs(5);
 impl SimDevice {
     /// Device `id` running `firmware_version`, powered on at `now` (it registers
     /// a few seconds later).
-    pub fn new(id: u64, profile: Profile, seed: u64, firmware_version: &str, now: Instant) -> SimDevice {
+    pub fn new(id: u64, profile: &'static Profile, seed: u64, firmware_version: &str, now: Instant) -> SimDevice {
         let mut rng = Rng::derive(seed, id);
         let config = FirmwareUpdateConfig {
             version: profile.firmware_object,
@@ -209,8 +209,8 @@ impl SimDevice {
     }
 
     /// Its profile.
-    pub fn profile(&self) -> &Profile {
-        &self.profile
+    pub fn profile(&self) -> &'static Profile {
+        self.profile
     }
 
     /// `/3/0/3` Firmware Version.
@@ -236,7 +236,12 @@ impl SimDevice {
 
     /// The next uplink to send.
     pub fn poll_message(&mut self) -> Option<ClientMessage> {
-        self.outbox.pop_front()
+        let message = self.outbox.pop_front();
+        if message.is_none() && self.outbox.capacity() > 0 {
+            // A million idle devices should not each keep a buffer.
+            self.outbox = VecDeque::new();
+        }
+        message
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must run next.
@@ -518,13 +523,17 @@ impl SimDevice {
         self.emit(now, message);
     }
 
-    fn resource_changed(&mut self, now: Instant, resource: u16) {
-        let changed = Path::resource(5, 0, resource);
+    /// Notifies each observation that covers a changed /5/0 resource once
+    /// (`changed` has bit R set for resource R).
+    fn resources_changed(&mut self, now: Instant, changed: u32) {
         for index in 0..self.observations.len() {
-            if changed.starts_with(&self.observations[index].path)
-                || self.observations[index].path.starts_with(&changed)
-            {
-                let pmin = u64::from(self.attributes_for(&self.observations[index].path).pmin.unwrap_or(0));
+            let path = self.observations[index].path;
+            let covered = match path.resource_id() {
+                Some(r) => path.starts_with(&Path::instance(5, 0)) && r < 32 && changed & (1 << r) != 0,
+                None => Path::instance(5, 0).starts_with(&path),
+            };
+            if covered {
+                let pmin = u64::from(self.attributes_for(&path).pmin.unwrap_or(0));
                 if now >= self.observations[index].last_sent + Duration::from_secs(pmin) {
                     self.notify(now, index);
                 } else {
@@ -535,6 +544,8 @@ impl SimDevice {
     }
 
     fn drain_firmware(&mut self, now: Instant, images: &ImageStore) {
+        // Changes of one step are notified together, as clients coalesce them.
+        let mut changed = 0u32;
         while let Some(event) = self.firmware.poll_event() {
             match event {
                 FirmwareEvent::StartDownload { uri, offset } => self.start_download(now, &uri, offset, images),
@@ -558,7 +569,7 @@ impl SimDevice {
                         self.installing = false;
                     }
                 }
-                FirmwareEvent::ResourceChanged(resource) => self.resource_changed(now, resource),
+                FirmwareEvent::ResourceChanged(resource) => changed |= 1u32 << resource.min(31),
                 FirmwareEvent::SendState => {
                     if self.profile.send == SendMode::OnChange && self.registered {
                         self.send_state(now);
@@ -566,6 +577,9 @@ impl SimDevice {
                 }
                 FirmwareEvent::Persist => {}
             }
+        }
+        if changed != 0 {
+            self.resources_changed(now, changed);
         }
     }
 

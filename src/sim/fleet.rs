@@ -79,11 +79,11 @@ enum Event {
     /// A request reaches a device.
     Downlink(u32, RequestId),
     /// A device message reaches the server.
-    Uplink(u32, ClientMessage),
+    Uplink(u32, Box<ClientMessage>),
     /// A confirmable request's retransmission timer.
     Retransmit(u32, RequestId, u8),
     /// A confirmable uplink's retransmission (the device resends it).
-    UplinkRetransmit(u32, ClientMessage, u8),
+    UplinkRetransmit(u32, Box<ClientMessage>, u8),
 }
 
 /// Heap entries ordered by time, then insertion.
@@ -264,7 +264,7 @@ impl Fleet {
                 }
                 self.after_device(i);
             }
-            Event::Uplink(i, message) => self.uplink(i, message),
+            Event::Uplink(i, message) => self.uplink(i, *message),
             Event::Retransmit(i, id, attempt) => {
                 let member = &mut self.members[i as usize];
                 let pending = member.outstanding.as_ref().is_some_and(|o| o.id == id && !o.answered);
@@ -279,7 +279,7 @@ impl Fleet {
                     self.send_downlink(i, id, attempt);
                 }
             }
-            Event::UplinkRetransmit(i, message, attempt) => self.send_uplink(i, message, attempt),
+            Event::UplinkRetransmit(i, message, attempt) => self.send_uplink(i, *message, attempt),
         }
     }
 
@@ -325,16 +325,16 @@ impl Fleet {
         if self.rng.chance(link.loss_ppm) {
             if confirmable && attempt < MAX_RETRANSMIT {
                 let timeout = ACK_TIMEOUT * (1u32 << attempt);
-                self.schedule(self.now + timeout, Event::UplinkRetransmit(i, message, attempt + 1));
+                self.schedule(self.now + timeout, Event::UplinkRetransmit(i, Box::new(message), attempt + 1));
             }
             return;
         }
         if self.rng.chance(link.duplicate_ppm) {
             let delay = self.delay(&link);
-            self.schedule(self.now + delay, Event::Uplink(i, message.clone()));
+            self.schedule(self.now + delay, Event::Uplink(i, Box::new(message.clone())));
         }
         let delay = self.delay(&link);
-        self.schedule(self.now + delay, Event::Uplink(i, message));
+        self.schedule(self.now + delay, Event::Uplink(i, Box::new(message)));
     }
 
     fn uplink(&mut self, i: u32, message: ClientMessage) {

@@ -8,7 +8,7 @@
 //!
 //! let mut images = ImageStore::new();
 //! images.insert("coap://fw/v2", SimImage { size: 40_000, version: Some("2.0.0".into()) });
-//! let mut device = SimDevice::new(1, profile::CONFORMING, 42, "1.0.0", Instant::ZERO);
+//! let mut device = SimDevice::new(1, &profile::CONFORMING, 42, "1.0.0", Instant::ZERO);
 //! let mut now = Instant::ZERO;
 //! // Run until it has registered.
 //! while device.registrations() == 0 {

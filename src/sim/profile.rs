@@ -137,6 +137,9 @@ pub const POOR: Profile = Profile {
 /// Every named profile except `mixed`.
 pub const PROFILES: [Profile; 6] = [CONFORMING, LOSSY, REBOOTING, SLOW_UPLINK, NO_SEND, POOR];
 
+/// The profiles as statics, so devices hold a reference instead of a copy.
+static PROFILE_TABLE: [Profile; 6] = PROFILES;
+
 /// `mixed`: a fleet blend, by device: 50 % conforming, 15 % lossy, 10 %
 /// rebooting, 10 % slow-uplink, 5 % no-send, 10 % poor.
 pub const MIXED_WEIGHTS: [(Profile, u32); 6] =
@@ -169,21 +172,24 @@ impl FleetProfile {
     }
 
     /// The profile of device `id` (deterministic for a given `seed`).
-    pub fn for_device(&self, seed: u64, id: u64) -> Profile {
-        match self {
-            FleetProfile::Uniform(p) => *p,
+    pub fn for_device(&self, seed: u64, id: u64) -> &'static Profile {
+        let index = match self {
+            FleetProfile::Uniform(p) => PROFILES.iter().position(|q| q.name == p.name).unwrap_or(0),
             FleetProfile::Mixed => {
                 let total: u32 = MIXED_WEIGHTS.iter().map(|(_, w)| w).sum();
                 let mut pick = super::Rng::derive(seed ^ 0x006D_6978_6564, id).below(u64::from(total)) as u32;
-                for (profile, weight) in MIXED_WEIGHTS {
-                    if pick < weight {
-                        return profile;
+                let mut chosen = 0;
+                for (i, (_, weight)) in MIXED_WEIGHTS.iter().enumerate() {
+                    if pick < *weight {
+                        chosen = i;
+                        break;
                     }
                     pick -= weight;
                 }
-                CONFORMING
+                PROFILES.iter().position(|q| q.name == MIXED_WEIGHTS[chosen].0.name).unwrap_or(0)
             }
-        }
+        };
+        &PROFILE_TABLE[index]
     }
 }
 
