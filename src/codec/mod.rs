@@ -89,7 +89,9 @@ pub fn decode<'a>(
     registry: &Registry,
     options: &DecodeOptions,
 ) -> Result<Vec<Record<'a>>, DecodeError> {
-    let mut records = Vec::new();
+    // A record takes a few bytes at least: reserve for the common case without
+    // trusting anything the payload says.
+    let mut records = Vec::with_capacity((payload.len() / 8).clamp(1, 64));
     decode_into(format, path, payload, registry, options, &mut records)?;
     Ok(records)
 }

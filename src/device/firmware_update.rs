@@ -735,7 +735,8 @@ impl FirmwareUpdate {
     /// the format cannot carry the result.
     pub fn encode_read<B: BufMut>(&self, path: &Path, format: ContentFormat, buf: &mut B) -> Result<(), ResponseCode> {
         let records = self.read(path)?;
-        codec::encode(format, path, &records, &firmware_registry(self.config.version), buf)
+        // The built-in /5 (1.2) types every resource the older versions have.
+        codec::encode(format, path, &records, &Registry::builtin(), buf)
             .map_err(|_: EncodeError| ResponseCode::NOT_ACCEPTABLE)
     }
 
@@ -763,7 +764,7 @@ impl FirmwareUpdate {
         buf: &mut B,
     ) -> Result<(), EncodeError> {
         let records = self.send_records(firmware_version, software_version);
-        codec::encode(ContentFormat::SenmlCbor, &Path::ROOT, &records, &Registry::default(), buf)
+        codec::encode(ContentFormat::SenmlCbor, &Path::ROOT, &records, &Registry::builtin(), buf)
     }
 
     // ----- the firmware's reports -----
@@ -907,13 +908,6 @@ impl FirmwareUpdate {
             self.deferred_until = Some(now + postpone.min(Duration::from_secs(self.maximum_defer_period)));
         }
     }
-}
-
-/// The registry with the /5 definition of one object version.
-fn firmware_registry(version: ObjectVersion) -> Registry {
-    let mut registry = Registry::default();
-    registry.register(crate::model::builtin::firmware_update(version).clone());
-    registry
 }
 
 /// The largest index ≤ `max` on a char boundary of `text`.

@@ -666,6 +666,7 @@ impl UpgradeTask {
         let mut protocols = ProtocolSet::EMPTY;
         let mut saw_protocols = requested.starts_with(&Path::resource(5, 0, 8)) || *requested == Path::instance(5, 0);
         let mut state_seen = false;
+        let mut batch_version = None;
         for record in records {
             let path = record.path;
             if path == Path::resource(5, 0, 3) {
@@ -687,7 +688,7 @@ impl UpgradeTask {
                 self.delivery_method = record.value.as_i64().and_then(DeliveryMethod::from_code);
             } else if path == Path::resource(3, 0, 3) {
                 if let Value::String(version) = &record.value {
-                    self.version = Some(String::from(version.as_ref()));
+                    batch_version = Some(version);
                 }
             }
         }
@@ -700,6 +701,15 @@ impl UpgradeTask {
                     protocols
                 },
             );
+        }
+        // A version counts only once the update is over: one sent along with
+        // Idle + Update Result 1, or read while verifying. An earlier one (a
+        // device rebooting mid-install still runs the old image) proves nothing.
+        if let Some(version) = batch_version {
+            let finished = self.state == Some(State::Idle) && self.result == Some(UpdateResult::Success);
+            if self.step == Step::Verifying || (finished && state_seen) {
+                self.version = Some(String::from(version.as_ref()));
+            }
         }
         if state_seen {
             if let (Some(state), Some(result)) = (self.state, self.result) {

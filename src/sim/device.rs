@@ -301,14 +301,31 @@ impl SimDevice {
         let registration = self.registration();
         self.emit(now, ClientMessage::Register(registration));
         if self.firmware.config().send_on_change {
-            self.send_state(now);
+            self.send_state(now, true);
         }
     }
 
-    fn send_state(&mut self, now: Instant) {
-        let mut payload = Vec::new();
-        if self.firmware.encode_send(&self.firmware_version, SOFTWARE_VERSION, &mut payload).is_ok() {
+    /// A Send as real clients keep it small (Anjay's, in the shared vectors):
+    /// State and Update Result, plus `/3/0/3` and `/3/0/19` after a boot.
+    fn send_state(&mut self, now: Instant, after_boot: bool) {
+        let mut records = Vec::with_capacity(4);
+        if after_boot {
+            records.push(Record::new(Path::resource(3, 0, 3), Value::string(&self.firmware_version)));
+            records.push(Record::new(Path::resource(3, 0, 19), Value::string(SOFTWARE_VERSION)));
+        }
+        records.push(Record::new(Path::resource(5, 0, 3), Value::Integer(self.reported_state())));
+        records.push(Record::new(Path::resource(5, 0, 5), Value::Integer(self.firmware.update_result().code())));
+        let mut payload = Vec::with_capacity(64);
+        if codec::encode(ContentFormat::SenmlCbor, &Path::ROOT, &records, &Registry::builtin(), &mut payload).is_ok() {
             self.emit(now, ClientMessage::Send { format: ContentFormat::SenmlCbor, payload: Bytes::from(payload) });
+        }
+    }
+
+    /// State as this device shows it (a poor device hides Downloading).
+    fn reported_state(&self) -> i64 {
+        match self.firmware.state() {
+            State::Downloading if !self.profile.reports_downloading => State::Idle.code(),
+            state => state.code(),
         }
     }
 
@@ -500,9 +517,9 @@ impl SimDevice {
             None if self.accepts(ContentFormat::SenmlCbor) => ContentFormat::SenmlCbor,
             None => ContentFormat::Tlv,
         };
-        let mut registry = Registry::default();
-        registry.register(crate::model::builtin::firmware_update(self.profile.firmware_object).clone());
-        let mut payload = Vec::new();
+        // The built-in /5 (1.2) types every resource the older versions have.
+        let registry = Registry::builtin();
+        let mut payload = Vec::with_capacity(256);
         codec::encode(format, path, &records, &registry, &mut payload).map_err(|_| ResponseCode::NOT_ACCEPTABLE)?;
         Ok((format, Bytes::from(payload)))
     }
@@ -572,7 +589,7 @@ impl SimDevice {
                 FirmwareEvent::ResourceChanged(resource) => changed |= 1u32 << resource.min(31),
                 FirmwareEvent::SendState => {
                     if self.profile.send == SendMode::OnChange && self.registered {
-                        self.send_state(now);
+                        self.send_state(now, false);
                     }
                 }
                 FirmwareEvent::Persist => {}
