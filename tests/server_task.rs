@@ -363,6 +363,27 @@ fn downlink_failures_fail_or_resume_at_the_next_uplink() {
 }
 
 #[test]
+fn an_unanswered_execute_is_watched_not_failed() {
+    let mut h = Harness::new(config());
+    let mut script = Script::default();
+    h.start();
+    h.answer(&script);
+    h.answer(&script);
+    h.answer(&script);
+    script.state = 2;
+    h.input(TaskInput::RegistrationUpdated);
+    h.answer(&script);
+    let (id, _) = h.last();
+    h.requests.pop();
+    h.input(TaskInput::TransportFailure { id });
+    assert_eq!(h.task.step(), Step::Updating);
+    assert!(h.outcome().is_none());
+    // Still Downloaded: the Execute never arrived, so it goes again.
+    h.answer(&script);
+    assert!(h.describe().contains("Execute"), "{}", h.describe());
+}
+
+#[test]
 fn push_resumes_at_the_failed_block() {
     let mut c = config();
     c.delivery = Delivery::Push;

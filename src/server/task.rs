@@ -229,6 +229,7 @@ pub struct UpgradeTask {
     in_flight: Option<(RequestId, Action, Instant)>,
     resume: Option<Action>,
     cancel_reset: bool,
+    execute_unconfirmed: bool,
     outcome: Option<Outcome>,
     events: VecDeque<TaskEvent>,
 }
@@ -272,6 +273,7 @@ impl UpgradeTask {
             in_flight: None,
             resume: None,
             cancel_reset: false,
+            execute_unconfirmed: false,
             outcome: None,
             events: VecDeque::new(),
         }
@@ -529,10 +531,33 @@ impl UpgradeTask {
         }
     }
 
+    /// Asks the device for State and Update Result again, as the strategy allows.
+    fn refresh_state(&mut self) {
+        if self.strategy().reads() {
+            self.need_read = true;
+        } else {
+            self.observations[Target::State.index()] = NO_ID;
+            self.observations[Target::Result.index()] = NO_ID;
+            self.want_observe |= Target::State.bit() | Target::Result.bit();
+        }
+    }
+
     fn on_downlink_failure(&mut self, now: Instant, action: Action) {
         if matches!(action, Action::RestoreLifetime | Action::WriteLifetime) {
             // Best effort: the upgrade does not depend on it.
             self.lifetime_extended = true;
+            return;
+        }
+        if action == Action::Execute {
+            // The Execute may have arrived and the answer been lost as the
+            // device went down to install: watch what the device does next
+            // rather than fail (a Downloaded device gets the Execute again).
+            self.execute_unconfirmed = true;
+            self.version = None;
+            self.state = None;
+            self.result = None;
+            self.refresh_state();
+            self.set_step(now, Step::Updating);
             return;
         }
         if self.config.resume_after_downlink_failure {
@@ -637,6 +662,7 @@ impl UpgradeTask {
             },
             Action::Execute => match code {
                 ResponseCode::CHANGED => {
+                    self.execute_unconfirmed = false;
                     self.version = None;
                     self.state = Some(State::Updating);
                     self.result = Some(UpdateResult::Initial);
@@ -946,6 +972,11 @@ impl UpgradeTask {
     fn check_update(&mut self, now: Instant) {
         match (self.state, self.result) {
             (Some(State::Idle), Some(UpdateResult::Success)) => self.set_step(now, Step::Verifying),
+            // The unanswered Execute never arrived: send it again.
+            (Some(State::Downloaded), Some(UpdateResult::Initial)) if self.execute_unconfirmed => {
+                self.execute_unconfirmed = false;
+                self.set_step(now, Step::Executing);
+            }
             _ => {
                 if let Some(failure) = self.result_failure() {
                     self.fail(now, failure);
