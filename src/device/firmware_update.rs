@@ -213,9 +213,8 @@ enum Transfer {
         received: u64,
         last_block: Option<(u64, u32, bool)>,
     },
-    /// Pull: the URI and the bytes fetched so far (the resume point).
+    /// Pull from the Package URI: the bytes fetched so far (the resume point).
     Pull {
-        uri: String,
         offset: u64,
     },
 }
@@ -504,7 +503,7 @@ impl FirmwareUpdate {
         };
         match checked {
             Ok(_) => {
-                self.transfer = Transfer::Pull { uri: String::from(uri), offset: 0 };
+                self.transfer = Transfer::Pull { offset: 0 };
                 self.transition(now, State::Downloading, UpdateResult::Initial);
                 self.events.push_back(FirmwareEvent::StartDownload { uri: String::from(uri), offset: 0 });
             }
@@ -895,8 +894,8 @@ impl FirmwareUpdate {
         self.last_now = now;
         self.events.clear();
         match (&self.transfer, self.state) {
-            (Transfer::Pull { uri, offset }, State::Downloading) => {
-                let event = FirmwareEvent::StartDownload { uri: uri.clone(), offset: *offset };
+            (Transfer::Pull { offset }, State::Downloading) => {
+                let event = FirmwareEvent::StartDownload { uri: self.package_uri.clone(), offset: *offset };
                 self.events.push_back(event);
             }
             (_, State::Updating) => self.events.push_back(FirmwareEvent::ApplyUpdate),

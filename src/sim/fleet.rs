@@ -106,6 +106,87 @@ impl Ord for Scheduled {
     }
 }
 
+/// The simulation's event queue: a timing wheel of `BUCKETS` buckets of
+/// `BUCKET_MS` each, with a binary heap for the bucket being run and one for
+/// events beyond the wheel. Events come out exactly as from one binary heap
+/// ordered by (time, insertion), at a fraction of the cost for millions of
+/// pending events.
+struct EventQueue {
+    current: BinaryHeap<Reverse<Scheduled>>,
+    buckets: Vec<Vec<Scheduled>>,
+    /// Absolute number of the bucket `current` holds.
+    cursor: u64,
+    far: BinaryHeap<Reverse<Scheduled>>,
+    len: usize,
+}
+
+const BUCKET_MS: u64 = 16;
+const BUCKETS: u64 = 1 << 17;
+
+impl EventQueue {
+    fn new() -> EventQueue {
+        EventQueue {
+            current: BinaryHeap::new(),
+            buckets: (0..BUCKETS).map(|_| Vec::new()).collect(),
+            cursor: 0,
+            far: BinaryHeap::new(),
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, entry: Scheduled) {
+        self.len += 1;
+        let bucket = entry.0.as_millis() / BUCKET_MS;
+        if bucket <= self.cursor {
+            self.current.push(Reverse(entry));
+        } else if bucket < self.cursor + BUCKETS {
+            self.buckets[(bucket % BUCKETS) as usize].push(entry);
+        } else {
+            self.far.push(Reverse(entry));
+        }
+    }
+
+    fn pop(&mut self) -> Option<Scheduled> {
+        while self.current.is_empty() {
+            if self.len == 0 {
+                return None;
+            }
+            self.cursor += 1;
+            let slot = &mut self.buckets[(self.cursor % BUCKETS) as usize];
+            if !slot.is_empty() {
+                let entries = std::mem::take(slot);
+                self.current.extend(entries.into_iter().map(Reverse));
+            }
+            // Far events that now fall inside the wheel's window.
+            while let Some(Reverse(entry)) = self.far.peek() {
+                let bucket = entry.0.as_millis() / BUCKET_MS;
+                if bucket >= self.cursor + BUCKETS {
+                    break;
+                }
+                let Some(Reverse(entry)) = self.far.pop() else { break };
+                if bucket <= self.cursor {
+                    self.current.push(Reverse(entry));
+                } else {
+                    self.buckets[(bucket % BUCKETS) as usize].push(entry);
+                }
+            }
+            if self.current.is_empty() && self.buckets_empty_hint() {
+                // Jump straight to the next far event instead of scanning.
+                if let Some(Reverse(entry)) = self.far.peek() {
+                    self.cursor = (entry.0.as_millis() / BUCKET_MS).saturating_sub(1);
+                }
+            }
+        }
+        self.len -= 1;
+        self.current.pop().map(|Reverse(entry)| entry)
+    }
+
+    /// True when only far events remain (the wheel holds nothing).
+    fn buckets_empty_hint(&self) -> bool {
+        self.len == self.far.len()
+    }
+}
+
 /// A request in flight from the server, retransmitted until answered.
 #[derive(Debug, Clone)]
 struct Outstanding {
@@ -117,7 +198,7 @@ struct Outstanding {
 struct Member {
     device: SimDevice,
     task: UpgradeTask,
-    outstanding: Option<Outstanding>,
+    outstanding: Option<Box<Outstanding>>,
     device_timer: Option<Instant>,
     task_timer: Option<Instant>,
     finished_at: Option<Instant>,
@@ -130,7 +211,7 @@ pub struct Fleet {
     members: Vec<Member>,
     images: ImageStore,
     image: Bytes,
-    heap: BinaryHeap<Reverse<Scheduled>>,
+    queue: EventQueue,
     seq: u64,
     rng: Rng,
     now: Instant,
@@ -166,7 +247,7 @@ impl Fleet {
             members,
             images,
             image,
-            heap: BinaryHeap::new(),
+            queue: EventQueue::new(),
             seq: 0,
             now: Instant::ZERO,
             report: FleetReport::default(),
@@ -184,7 +265,7 @@ impl Fleet {
 
     fn schedule(&mut self, at: Instant, event: Event) {
         self.seq += 1;
-        self.heap.push(Reverse(Scheduled(at, self.seq, event)));
+        self.queue.push(Scheduled(at, self.seq, event));
     }
 
     /// Tasks finished so far.
@@ -199,7 +280,7 @@ impl Fleet {
         let horizon = Instant::ZERO + self.config.upgrade.timeout + Duration::from_secs(600);
         let total = self.members.len();
         let mut steps: u64 = 0;
-        while let Some(Reverse(Scheduled(at, _, event))) = self.heap.pop() {
+        while let Some(Scheduled(at, _, event)) = self.queue.pop() {
             if self.finished == total || at > horizon {
                 break;
             }
@@ -421,7 +502,7 @@ impl Fleet {
                 }
             }
         };
-        self.members[i as usize].outstanding = Some(Outstanding { id, operation, answered: false });
+        self.members[i as usize].outstanding = Some(Box::new(Outstanding { id, operation, answered: false }));
         self.send_downlink(i, id, 0);
     }
 }
