@@ -20,6 +20,11 @@ use lwm2m_fota::model::Protocol;
 use lwm2m_fota::server::{Delivery, Strategy, UpgradeConfig};
 use lwm2m_fota::sim::{FleetConfig, FleetProfile, FleetReport, run_fleet};
 
+/// Upgrades running at once (a campaign's concurrency limit, B3): devices join
+/// the simulation when their upgrade starts, so memory follows this, not the
+/// fleet's size.
+const CONCURRENCY: usize = 100_000;
+
 const USAGE: &str = "usage: fleet [--devices N] [--strategy read|observe-resources|observe-instance|send|observe-only|all] [--delivery pull|push] [--profile conforming|lossy|rebooting|slow-uplink|no-send|poor|mixed] [--seed K] [--json]";
 
 struct Args {
@@ -101,11 +106,12 @@ fn json_line(args: &Args, strategy: Strategy, report: &FleetReport, wall_ms: u12
 
 fn table(args: &Args, rows: &[(Strategy, FleetReport, u128)]) {
     println!(
-        "\n{} devices, profile {}, delivery {}, seed {}\n",
+        "\n{} devices, profile {}, delivery {}, seed {}, at most {} upgrades at once\n",
         args.devices,
         args.profile.name(),
         args.delivery.name(),
-        args.seed
+        args.seed,
+        CONCURRENCY
     );
     println!(
         "{:<18} {:>9} {:>8} {:>6} {:>10} {:>10} {:>12} {:>9} {:>9} {:>9} {:>8}",
@@ -167,6 +173,7 @@ fn main() -> ExitCode {
             upgrade: Arc::new(upgrade_config(strategy, args.delivery)),
             initial_version: "1.0.0".into(),
             seed: args.seed,
+            concurrency: CONCURRENCY,
         };
         let bar = (!args.json && args.devices >= 1000).then(|| {
             let bar = indicatif::ProgressBar::new(args.devices as u64);

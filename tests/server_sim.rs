@@ -26,6 +26,7 @@ fn run(strategy: Strategy, delivery: Delivery, profile: FleetProfile, devices: u
             upgrade: Arc::new(config(strategy, delivery)),
             initial_version: "1.0.0".into(),
             seed,
+            concurrency: 0,
         },
         |_, _| {},
     )
@@ -87,6 +88,26 @@ fn poor_devices_succeed_with_reads_and_fail_precisely_elsewhere() {
     }
     let report = run(Strategy::Send, Delivery::Pull, uniform(profile::POOR), 10, 4);
     assert_eq!(report.failed.keys().collect::<Vec<_>>(), ["timeout-downloading-no-send"]);
+}
+
+#[test]
+fn a_concurrency_limit_changes_no_outcome() {
+    let all_at_once = run(Strategy::ObserveResources, Delivery::Pull, FleetProfile::Mixed, 300, 6);
+    let limited = run_fleet(
+        FleetConfig {
+            devices: 300,
+            profile: FleetProfile::Mixed,
+            upgrade: Arc::new(config(Strategy::ObserveResources, Delivery::Pull)),
+            initial_version: "1.0.0".into(),
+            seed: 6,
+            concurrency: 25,
+        },
+        |_, _| {},
+    );
+    assert_eq!(limited.stuck, 0);
+    assert_eq!(limited.succeeded + limited.failed.values().sum::<u64>(), 300);
+    // Which devices fail depends only on their profiles, not on when they ran.
+    assert_eq!(limited.failed.get("rejected-observing-4.05"), all_at_once.failed.get("rejected-observing-4.05"));
 }
 
 #[test]

@@ -35,6 +35,10 @@ pub struct FleetConfig {
     pub initial_version: String,
     /// Seed of every random choice.
     pub seed: u64,
+    /// Most upgrades running at once (B3); 0 for no limit. A device joins the
+    /// simulation when its upgrade starts and leaves it when the upgrade ends,
+    /// so memory follows this limit, not the fleet's size.
+    pub concurrency: usize,
 }
 
 /// Percentiles of the simulated upgrade durations.
@@ -201,14 +205,15 @@ struct Member {
     outstanding: Option<Box<Outstanding>>,
     device_timer: Option<Instant>,
     task_timer: Option<Instant>,
-    finished_at: Option<Instant>,
+    started_at: Instant,
 }
 
 /// The simulation.
 #[allow(missing_debug_implementations)]
 pub struct Fleet {
     config: FleetConfig,
-    members: Vec<Member>,
+    /// One slot per device: `None` before its upgrade starts and after it ends.
+    members: Vec<Option<Box<Member>>>,
     images: ImageStore,
     image: Bytes,
     queue: EventQueue,
@@ -216,51 +221,65 @@ pub struct Fleet {
     rng: Rng,
     now: Instant,
     report: FleetReport,
+    durations: Vec<u32>,
+    next_to_start: usize,
+    active: usize,
     finished: usize,
 }
 
 impl Fleet {
-    /// Builds the fleet; every task starts at time zero, devices register
-    /// within their first seconds.
+    /// Builds the fleet; upgrades start at time zero up to the concurrency
+    /// limit, then one for each that ends. Devices register within their first
+    /// seconds.
     pub fn new(config: FleetConfig) -> Fleet {
         let upgrade = config.upgrade.clone();
         let version = upgrade.target_version.clone().unwrap_or_else(|| "2.0.0".into());
         let mut images = ImageStore::new();
         images.insert(upgrade.package_uri(), SimImage { size: upgrade.image_size, version: Some(version.clone()) });
         let image = Bytes::from(image_bytes(&version, upgrade.image_size as usize));
-        let members = (0..config.devices)
-            .map(|i| {
-                let profile = config.profile.for_device(config.seed, i as u64);
-                Member {
-                    device: SimDevice::new(i as u64, profile, config.seed, &config.initial_version, Instant::ZERO),
-                    task: UpgradeTask::new(upgrade.clone()),
-                    outstanding: None,
-                    device_timer: None,
-                    task_timer: None,
-                    finished_at: None,
-                }
-            })
-            .collect();
+        let devices = config.devices;
         let mut fleet = Fleet {
             rng: Rng::derive(config.seed, u64::MAX),
             config,
-            members,
+            members: (0..devices).map(|_| None).collect(),
             images,
             image,
             queue: EventQueue::new(),
             seq: 0,
             now: Instant::ZERO,
             report: FleetReport::default(),
+            durations: Vec::with_capacity(devices),
+            next_to_start: 0,
+            active: 0,
             finished: 0,
         };
-        fleet.report.devices = fleet.members.len();
+        fleet.report.devices = devices;
         fleet.report.task_bytes = std::mem::size_of::<UpgradeTask>();
-        for i in 0..fleet.members.len() as u32 {
-            let _ = fleet.members[i as usize].task.start(Instant::ZERO);
-            fleet.after_task(i);
-            fleet.after_device(i);
-        }
+        fleet.start_more();
         fleet
+    }
+
+    /// Starts upgrades while the concurrency limit allows.
+    fn start_more(&mut self) {
+        let limit = if self.config.concurrency == 0 { usize::MAX } else { self.config.concurrency };
+        while self.active < limit && self.next_to_start < self.members.len() {
+            let i = self.next_to_start;
+            self.next_to_start += 1;
+            self.active += 1;
+            let profile = self.config.profile.for_device(self.config.seed, i as u64);
+            let mut task = UpgradeTask::new(self.config.upgrade.clone());
+            let _ = task.start(self.now);
+            self.members[i] = Some(Box::new(Member {
+                device: SimDevice::new(i as u64, profile, self.config.seed, &self.config.initial_version, self.now),
+                task,
+                outstanding: None,
+                device_timer: None,
+                task_timer: None,
+                started_at: self.now,
+            }));
+            self.after_task(i as u32);
+            self.after_device(i as u32);
+        }
     }
 
     fn schedule(&mut self, at: Instant, event: Event) {
@@ -276,12 +295,10 @@ impl Fleet {
     /// Runs until every task has ended or nothing is left to happen, calling
     /// `progress(finished, total)` now and then. Returns the report.
     pub fn run(mut self, mut progress: impl FnMut(usize, usize)) -> FleetReport {
-        // Past the timeout plus every retransmission, nothing legitimate remains.
-        let horizon = Instant::ZERO + self.config.upgrade.timeout + Duration::from_secs(600);
         let total = self.members.len();
         let mut steps: u64 = 0;
         while let Some(Scheduled(at, _, event)) = self.queue.pop() {
-            if self.finished == total || at > horizon {
+            if self.finished == total {
                 break;
             }
             self.now = self.now.max(at);
@@ -296,65 +313,64 @@ impl Fleet {
     }
 
     fn report(mut self) -> FleetReport {
-        let mut durations: Vec<u64> = Vec::with_capacity(self.members.len());
-        for member in &self.members {
-            match member.task.outcome() {
-                Some(Outcome::Succeeded { .. }) => self.report.succeeded += 1,
-                Some(Outcome::Failed(failure)) => *self.report.failed.entry(failure.reason()).or_insert(0) += 1,
-                None => self.report.stuck += 1,
-            }
-            if let Some(at) = member.finished_at {
-                durations.push(at.as_millis());
-            }
-        }
+        // Tasks still running when nothing was left to happen are stuck.
+        self.report.stuck = self.members.iter().filter(|m| m.is_some()).count() as u64
+            + (self.members.len() - self.next_to_start) as u64;
+        let durations = &mut self.durations;
         durations.sort_unstable();
         let pick = |q: f64| -> f64 {
             if durations.is_empty() {
                 return 0.0;
             }
             let index = ((durations.len() as f64 - 1.0) * q).round() as usize;
-            durations[index] as f64 / 1000.0
+            f64::from(durations[index]) / 1000.0
         };
         self.report.durations = Durations { p50: pick(0.5), p99: pick(0.99), max: pick(1.0) };
         self.report
     }
 
+    fn member(&mut self, i: u32) -> Option<&mut Member> {
+        self.members[i as usize].as_deref_mut()
+    }
+
     fn dispatch(&mut self, event: Event) {
+        let now = self.now;
         match event {
             Event::DeviceTimer(i) => {
-                let member = &mut self.members[i as usize];
-                if member.device_timer.is_some_and(|t| t <= self.now) {
+                let Some(member) = self.members[i as usize].as_deref_mut() else { return };
+                if member.device_timer.is_some_and(|t| t <= now) {
                     member.device_timer = None;
-                    member.device.handle_timeout(self.now, &self.images);
+                    member.device.handle_timeout(now, &self.images);
                 }
                 self.after_device(i);
             }
             Event::TaskTimer(i) => {
-                let member = &mut self.members[i as usize];
-                if member.task_timer.is_some_and(|t| t <= self.now) {
+                let Some(member) = self.member(i) else { return };
+                if member.task_timer.is_some_and(|t| t <= now) {
                     member.task_timer = None;
-                    let _ = member.task.handle_timeout(self.now);
+                    let _ = member.task.handle_timeout(now);
                 }
                 self.after_task(i);
             }
             Event::Downlink(i, id) => {
-                let member = &mut self.members[i as usize];
+                let images = &self.images;
+                let Some(member) = self.members[i as usize].as_deref_mut() else { return };
                 if let Some(outstanding) = member.outstanding.as_ref().filter(|o| o.id == id) {
                     let operation = outstanding.operation.clone();
-                    member.device.handle(self.now, id, operation, &self.images);
+                    member.device.handle(now, id, operation, images);
                 }
                 self.after_device(i);
             }
             Event::Uplink(i, message) => self.uplink(i, *message),
             Event::Retransmit(i, id, attempt) => {
-                let member = &mut self.members[i as usize];
+                let Some(member) = self.member(i) else { return };
                 let pending = member.outstanding.as_ref().is_some_and(|o| o.id == id && !o.answered);
                 if !pending {
                     return;
                 }
                 if attempt > MAX_RETRANSMIT {
                     member.outstanding = None;
-                    let _ = member.task.handle(self.now, TaskInput::TransportFailure { id });
+                    let _ = member.task.handle(now, TaskInput::TransportFailure { id });
                     self.after_task(i);
                 } else {
                     self.send_downlink(i, id, attempt);
@@ -365,8 +381,13 @@ impl Fleet {
     }
 
     fn link(&self, i: u32, down: bool) -> LinkParams {
-        let profile = self.members[i as usize].device.profile();
-        if down { profile.downlink } else { profile.uplink }
+        match self.members[i as usize].as_deref() {
+            Some(member) => {
+                let profile = member.device.profile();
+                if down { profile.downlink } else { profile.uplink }
+            }
+            None => LinkParams::default(),
+        }
     }
 
     fn send_downlink(&mut self, i: u32, id: RequestId, attempt: u8) {
@@ -420,26 +441,23 @@ impl Fleet {
 
     fn uplink(&mut self, i: u32, message: ClientMessage) {
         let now = self.now;
-        let member = &mut self.members[i as usize];
+        let Some(member) = self.member(i) else { return };
         let input = match &message {
-            ClientMessage::Register(registration) => Some(TaskInput::Registered(registration)),
-            ClientMessage::Update { .. } => Some(TaskInput::RegistrationUpdated),
-            ClientMessage::Deregister => Some(TaskInput::Deregistered),
+            ClientMessage::Register(registration) => TaskInput::Registered(registration),
+            ClientMessage::Update { .. } => TaskInput::RegistrationUpdated,
+            ClientMessage::Deregister => TaskInput::Deregistered,
             ClientMessage::Response { id, code, format, payload } => {
-                match member.outstanding.as_mut() {
-                    Some(outstanding) if outstanding.id == *id => outstanding.answered = true,
-                    _ => {}
+                if let Some(outstanding) = member.outstanding.as_mut().filter(|o| o.id == *id) {
+                    outstanding.answered = true;
                 }
-                Some(TaskInput::Response { id: *id, code: *code, format: *format, payload })
+                TaskInput::Response { id: *id, code: *code, format: *format, payload }
             }
             ClientMessage::Notify { observation, format, payload, .. } => {
-                Some(TaskInput::Notification { observation: *observation, format: *format, payload })
+                TaskInput::Notification { observation: *observation, format: *format, payload }
             }
-            ClientMessage::Send { format, payload } => Some(TaskInput::Send { format: *format, payload }),
+            ClientMessage::Send { format, payload } => TaskInput::Send { format: *format, payload },
         };
-        if let Some(input) = input {
-            let _ = member.task.handle(now, input);
-        }
+        let _ = member.task.handle(now, input);
         if member.outstanding.as_ref().is_some_and(|o| o.answered) {
             member.outstanding = None;
         }
@@ -447,41 +465,48 @@ impl Fleet {
     }
 
     fn after_device(&mut self, i: u32) {
-        while let Some(message) = self.members[i as usize].device.poll_message() {
+        let now = self.now;
+        loop {
+            let Some(member) = self.member(i) else { return };
+            let Some(message) = member.device.poll_message() else { break };
             self.send_uplink(i, message, 0);
         }
-        let member = &mut self.members[i as usize];
+        let Some(member) = self.member(i) else { return };
         if let Some(at) = member.device.poll_timeout() {
-            if member.device_timer.is_none_or(|t| at < t || t < self.now) {
+            if member.device_timer.is_none_or(|t| at < t || t < now) {
                 member.device_timer = Some(at);
-                self.schedule(at.max(self.now), Event::DeviceTimer(i));
+                self.schedule(at.max(now), Event::DeviceTimer(i));
             }
         }
     }
 
     fn after_task(&mut self, i: u32) {
+        let now = self.now;
         loop {
-            let member = &mut self.members[i as usize];
-            if member.outstanding.is_some() {
-                // One request at a time: the task holds the next until this one ends.
-                if let Some(output) = member.task.poll_output() {
-                    self.on_task_output(i, output);
-                    continue;
-                }
-                break;
-            }
+            let Some(member) = self.member(i) else { return };
+            // One request at a time: the task holds the next until this one ends.
             let Some(output) = member.task.poll_output() else { break };
             self.on_task_output(i, output);
         }
-        let member = &mut self.members[i as usize];
-        if member.finished_at.is_none() && member.task.outcome().is_some() {
-            member.finished_at = Some(self.now);
+        let Some(member) = self.members[i as usize].as_deref_mut() else { return };
+        if let Some(outcome) = member.task.outcome() {
+            // Done: count it, free the device and the task, start the next one.
+            match outcome {
+                Outcome::Succeeded { .. } => self.report.succeeded += 1,
+                Outcome::Failed(failure) => *self.report.failed.entry(failure.reason()).or_insert(0) += 1,
+            }
+            let elapsed = now.saturating_duration_since(member.started_at).as_millis();
+            self.durations.push(u32::try_from(elapsed).unwrap_or(u32::MAX));
+            self.members[i as usize] = None;
             self.finished += 1;
+            self.active -= 1;
+            self.start_more();
+            return;
         }
         if let Some(at) = member.task.poll_timeout() {
-            if member.task_timer.is_none_or(|t| at < t || t < self.now) {
+            if member.task_timer.is_none_or(|t| at < t || t < now) {
                 member.task_timer = Some(at);
-                self.schedule(at.max(self.now), Event::TaskTimer(i));
+                self.schedule(at.max(now), Event::TaskTimer(i));
             }
         }
     }
@@ -502,7 +527,9 @@ impl Fleet {
                 }
             }
         };
-        self.members[i as usize].outstanding = Some(Box::new(Outstanding { id, operation, answered: false }));
+        if let Some(member) = self.member(i) {
+            member.outstanding = Some(Box::new(Outstanding { id, operation, answered: false }));
+        }
         self.send_downlink(i, id, 0);
     }
 }
