@@ -1,0 +1,750 @@
+//! A real LwM2M server over CoAP/UDP that upgrades the devices that register,
+//! built on the crate's upgrade task.
+//!
+//! ```text
+//! cargo run --release --example server -- --listen 127.0.0.1:5683 --image FILE \
+//!     [--target-version V] [--strategy read|observe-resources|observe-instance|send|observe-only] \
+//!     [--delivery pull|push] [--protocol coap|http] [--timeout S] [--count N] [--json]
+//! ```
+//!
+//! It runs the registration interface (Register answers 2.01 with a location,
+//! Registration Update, De-register; 4.12 for an LwM2M version it cannot speak),
+//! starts one upgrade task for each of the first N devices that register, routes
+//! responses, notifications and Sends to it, retransmits confirmable requests
+//! with RFC 7252 timing, serves the image over CoAP Block2 (and plain HTTP/1.1 on
+//! a second port with `--protocol http`), and pushes it over Block1 with
+//! `--delivery push`. It prints one line per device (a JSON object with
+//! `--json`) and exits 0 when every upgrade succeeded.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
+use lwm2m_fota::model::{
+    Block, ContentFormat, Instant, Lwm2mVersion, Operation, Protocol, Registration, RequestId, ResponseCode,
+    parse_object_links,
+};
+use lwm2m_fota::server::{
+    Delivery, Outcome, RequestKind, Strategy, TaskEvent, TaskInput, TaskOutput, UpgradeConfig, UpgradeTask,
+};
+
+#[path = "support/coap.rs"]
+mod coap;
+
+const USAGE: &str = "usage: server --listen HOST:PORT --image FILE [--target-version V] [--strategy read|observe-resources|observe-instance|send|observe-only] [--delivery pull|push] [--protocol coap|http] [--timeout S] [--count N] [--json]";
+
+struct Args {
+    listen: SocketAddr,
+    image: Vec<u8>,
+    image_name: String,
+    target_version: Option<String>,
+    strategy: Strategy,
+    delivery: Delivery,
+    protocol: Protocol,
+    timeout: Duration,
+    count: usize,
+    json: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    let (mut listen, mut image, mut image_name, mut target_version) = (None, None, String::from("image.bin"), None);
+    let (mut strategy, mut delivery, mut protocol) = (Strategy::Reads, Delivery::Pull, Protocol::Coap);
+    let (mut timeout, mut count, mut json) = (Duration::from_secs(20 * 60), 1usize, false);
+    while let Some(flag) = it.next() {
+        if flag == "--json" {
+            json = true;
+            continue;
+        }
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value; {USAGE}"))?;
+        match flag.as_str() {
+            "--listen" => listen = Some(value.parse::<SocketAddr>().map_err(|e| format!("--listen {value:?}: {e}"))?),
+            "--image" => {
+                image = Some(std::fs::read(&value).map_err(|e| format!("--image {value:?}: {e}"))?);
+                image_name = std::path::Path::new(&value)
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .filter(|n| n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)))
+                    .unwrap_or("image.bin")
+                    .to_string();
+            }
+            "--target-version" => target_version = Some(value),
+            "--strategy" => strategy = Strategy::from_name(&value).ok_or(format!("--strategy {value:?}; {USAGE}"))?,
+            "--delivery" => {
+                delivery = match value.as_str() {
+                    "pull" => Delivery::Pull,
+                    "push" => Delivery::Push,
+                    _ => return Err(format!("--delivery {value:?}: pull or push")),
+                }
+            }
+            "--protocol" => {
+                protocol = match value.as_str() {
+                    "coap" => Protocol::Coap,
+                    "http" => Protocol::Http,
+                    _ => return Err(format!("--protocol {value:?}: coap or http")),
+                }
+            }
+            "--timeout" => {
+                timeout = Duration::from_secs(value.parse().map_err(|_| format!("--timeout {value:?}: whole seconds"))?)
+            }
+            "--count" => count = value.parse().map_err(|_| format!("--count {value:?}: a number"))?,
+            other => return Err(format!("unknown option {other}; {USAGE}")),
+        }
+    }
+    Ok(Args {
+        listen: listen.ok_or(format!("--listen is required; {USAGE}"))?,
+        image: image.ok_or(format!("--image is required; {USAGE}"))?,
+        image_name,
+        target_version,
+        strategy,
+        delivery,
+        protocol,
+        timeout,
+        count: count.max(1),
+        json,
+    })
+}
+
+/// A confirmable request to a device, retransmitted until answered.
+struct Pending {
+    device: usize,
+    request: RequestId,
+    token: Vec<u8>,
+    message_id: u16,
+    datagram: Vec<u8>,
+    next_send: Instant,
+    timeout: Duration,
+    sends: u32,
+    acked: bool,
+    /// Push: the block as the task asked for it, split when the device wants smaller ones.
+    push: Option<PushState>,
+    observe: bool,
+}
+
+#[derive(Clone, Copy)]
+struct PushState {
+    /// The task's block.
+    task_block: Block,
+    total: u64,
+    /// The block actually on the wire (smaller after a 4.13 or a smaller SZX in 2.31).
+    wire: Block,
+}
+
+struct Device {
+    endpoint: String,
+    addr: SocketAddr,
+    location: String,
+    registration: Registration,
+    task: Option<UpgradeTask>,
+    started: Instant,
+    downlinks: u64,
+    uplinks: u64,
+    observations: HashMap<Vec<u8>, RequestId>,
+    done: bool,
+}
+
+struct Server {
+    args: Args,
+    socket: UdpSocket,
+    clock: std::time::Instant,
+    config: Arc<UpgradeConfig>,
+    devices: Vec<Device>,
+    pending: Vec<Pending>,
+    next_message_id: u16,
+    next_token: u64,
+    finished: usize,
+    all_succeeded: bool,
+    etag: [u8; 4],
+    recent: Vec<(SocketAddr, u16, Vec<u8>)>,
+}
+
+impl Server {
+    fn now(&self) -> Instant {
+        Instant::from_millis(self.clock.elapsed().as_millis() as u64)
+    }
+
+    fn send_to(&self, addr: SocketAddr, packet: &Packet) {
+        let _ = self.socket.send_to(&coap::bytes(packet), addr);
+    }
+
+    fn reply(&mut self, addr: SocketAddr, request: &Packet, response: &Packet) {
+        let bytes = coap::bytes(response);
+        let _ = self.socket.send_to(&bytes, addr);
+        if request.header.get_type() == MessageType::Confirmable {
+            self.recent.push((addr, request.header.message_id, bytes));
+            if self.recent.len() > 256 {
+                self.recent.remove(0);
+            }
+        }
+    }
+
+    fn handle_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+        let Some(packet) = coap::parse(datagram) else { return };
+        match packet.header.code {
+            MessageClass::Request(method) => {
+                if packet.header.get_type() == MessageType::Confirmable {
+                    if let Some((_, _, bytes)) =
+                        self.recent.iter().find(|(a, id, _)| *a == from && *id == packet.header.message_id)
+                    {
+                        let bytes = bytes.clone();
+                        let _ = self.socket.send_to(&bytes, from);
+                        return;
+                    }
+                }
+                self.handle_request(method, &packet, from);
+            }
+            MessageClass::Response(_) | MessageClass::Empty => self.handle_response(&packet, from),
+            MessageClass::Reserved(_) => {}
+        }
+    }
+
+    fn device_index(&self, from: SocketAddr) -> Option<usize> {
+        self.devices.iter().position(|d| d.addr == from)
+    }
+
+    fn handle_request(&mut self, method: RequestType, packet: &Packet, from: SocketAddr) {
+        let path = coap::uri_path(packet);
+        match (method, path.as_slice()) {
+            (RequestType::Post, [rd]) if rd == "rd" => self.register(packet, from),
+            (RequestType::Get, [fw, name]) if fw == "fw" && *name == self.args.image_name => {
+                self.serve_block(packet, from)
+            }
+            (RequestType::Post, [dp]) if dp == "dp" => {
+                let response = coap::response_to(packet, ResponseCode::CHANGED);
+                self.reply(from, packet, &response);
+                if let Some(i) = self.device_index(from) {
+                    self.devices[i].uplinks += 1;
+                    if let Some(format) = coap::content_format(packet) {
+                        self.input(i, TaskInput::Send { format, payload: &packet.payload });
+                    }
+                }
+            }
+            (RequestType::Post, [rd, id]) if rd == "rd" => {
+                let location = format!("rd/{id}");
+                let Some(i) = self.devices.iter().position(|d| d.location == location) else {
+                    let response = coap::response_to(packet, ResponseCode::NOT_FOUND);
+                    return self.reply(from, packet, &response);
+                };
+                self.devices[i].addr = from;
+                self.devices[i].uplinks += 1;
+                for query in coap::uri_query(packet) {
+                    if let Some(lt) = query.strip_prefix("lt=").and_then(|v| v.parse().ok()) {
+                        self.devices[i].registration.lifetime = lt;
+                    }
+                }
+                let response = coap::response_to(packet, ResponseCode::CHANGED);
+                self.reply(from, packet, &response);
+                self.input(i, TaskInput::RegistrationUpdated);
+            }
+            (RequestType::Delete, [rd, id]) if rd == "rd" => {
+                let location = format!("rd/{id}");
+                let response = coap::response_to(packet, ResponseCode::DELETED);
+                self.reply(from, packet, &response);
+                if let Some(i) = self.devices.iter().position(|d| d.location == location) {
+                    self.devices[i].uplinks += 1;
+                    self.input(i, TaskInput::Deregistered);
+                }
+            }
+            _ => {
+                let response = coap::response_to(packet, ResponseCode::NOT_FOUND);
+                self.reply(from, packet, &response);
+            }
+        }
+    }
+
+    fn register(&mut self, packet: &Packet, from: SocketAddr) {
+        let mut endpoint = None;
+        let mut lifetime = 86_400u32;
+        let mut version = Lwm2mVersion::V1_0;
+        let mut binding = String::from("U");
+        let mut queue = false;
+        for query in coap::uri_query(packet) {
+            let (name, value) = query.split_once('=').unwrap_or((&query, ""));
+            match name {
+                "ep" => endpoint = Some(value.to_string()),
+                "lt" => lifetime = value.parse().unwrap_or(lifetime),
+                "lwm2m" => match Lwm2mVersion::parse(value) {
+                    Some(v) => version = v,
+                    None => {
+                        // A version we cannot speak: the client falls back (TS 1.1 §6.2.1).
+                        let response = coap::response_to(packet, ResponseCode::PRECONDITION_FAILED);
+                        return self.reply(from, packet, &response);
+                    }
+                },
+                "b" => {
+                    binding = value.to_string();
+                    queue |= value.contains('Q');
+                }
+                "Q" => queue = true,
+                _ => {}
+            }
+        }
+        let Some(endpoint) = endpoint else {
+            let response = coap::response_to(packet, ResponseCode::BAD_REQUEST);
+            return self.reply(from, packet, &response);
+        };
+        let Ok(objects) = parse_object_links(&String::from_utf8_lossy(&packet.payload)) else {
+            let response = coap::response_to(packet, ResponseCode::BAD_REQUEST);
+            return self.reply(from, packet, &response);
+        };
+        let registration = Registration {
+            endpoint: endpoint.clone(),
+            lifetime,
+            lwm2m_version: version,
+            binding,
+            queue_mode: queue,
+            objects,
+        };
+        let index = match self.devices.iter().position(|d| d.endpoint == endpoint) {
+            Some(i) => i,
+            None => {
+                let now = self.now();
+                let task = (self.devices.len() < self.args.count).then(|| UpgradeTask::new(self.config.clone()));
+                self.devices.push(Device {
+                    endpoint: endpoint.clone(),
+                    addr: from,
+                    location: String::new(),
+                    registration: registration.clone(),
+                    task,
+                    started: now,
+                    downlinks: 0,
+                    uplinks: 0,
+                    observations: HashMap::new(),
+                    done: false,
+                });
+                self.devices.len() - 1
+            }
+        };
+        // A new registration: a new location, and the old observations are void.
+        let location = format!("rd/{}x{}", index, self.next_token % 10_000);
+        self.next_token += 1;
+        let device = &mut self.devices[index];
+        device.addr = from;
+        device.location = location.clone();
+        device.registration = registration;
+        device.uplinks += 1;
+        device.observations.clear();
+        let mut response = coap::response_to(packet, ResponseCode::CREATED);
+        for segment in location.split('/') {
+            response.add_option(CoapOption::LocationPath, segment.as_bytes().to_vec());
+        }
+        self.reply(from, packet, &response);
+        self.pending.retain(|p| p.device != index);
+        let registration = self.devices[index].registration.clone();
+        let now = self.now();
+        let device = &mut self.devices[index];
+        if let Some(task) = device.task.as_mut() {
+            let _ = task.handle(now, TaskInput::Registered(&registration));
+            if task.step() == lwm2m_fota::server::Step::NotStarted {
+                device.started = now;
+                let _ = task.start(now);
+            }
+        }
+        self.drain(index);
+    }
+
+    /// Serves the image over CoAP Block2 (RFC 7959) with ETag and Size2.
+    fn serve_block(&mut self, packet: &Packet, from: SocketAddr) {
+        let requested = coap::block(packet, CoapOption::Block2).unwrap_or(Block { number: 0, more: false, size: 1024 });
+        let size = requested.size.min(1024);
+        let offset = requested.offset() as usize;
+        if offset > self.args.image.len() {
+            let response = coap::response_to(packet, ResponseCode::BAD_REQUEST);
+            return self.reply(from, packet, &response);
+        }
+        let end = (offset + size as usize).min(self.args.image.len());
+        let mut response = coap::response_to(packet, ResponseCode::CONTENT);
+        coap::set_content_format(&mut response, ContentFormat::Opaque);
+        response.add_option(CoapOption::ETag, self.etag.to_vec());
+        coap::set_block(
+            &mut response,
+            CoapOption::Block2,
+            Block { number: requested.number, more: end < self.args.image.len(), size },
+        );
+        if requested.number == 0 {
+            coap::set_uint(&mut response, CoapOption::Size2, self.args.image.len() as u64);
+        }
+        response.payload = self.args.image[offset..end].to_vec();
+        self.reply(from, packet, &response);
+    }
+
+    fn handle_response(&mut self, packet: &Packet, from: SocketAddr) {
+        let token = packet.get_token().to_vec();
+        // A notification of an observation?
+        if packet.header.code != MessageClass::Empty && coap::observe(packet).is_some() {
+            if let Some(i) = self.device_index(from) {
+                if let Some(&observation) = self.devices[i].observations.get(&token) {
+                    if !self.pending.iter().any(|p| p.token == token) {
+                        if packet.header.get_type() == MessageType::Confirmable {
+                            self.send_to(from, &coap::empty(MessageType::Acknowledgement, packet.header.message_id));
+                        }
+                        self.devices[i].uplinks += 1;
+                        if let Some(format) = coap::content_format(packet) {
+                            self.input(i, TaskInput::Notification { observation, format, payload: &packet.payload });
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+        let Some(index) = self.pending.iter().position(|p| {
+            (packet.header.get_type() == MessageType::Acknowledgement && p.message_id == packet.header.message_id)
+                || (!token.is_empty() && p.token == token)
+        }) else {
+            if packet.header.get_type() == MessageType::Confirmable {
+                // An unknown confirmable message (e.g. a stale notification): reject it.
+                self.send_to(from, &coap::empty(MessageType::Reset, packet.header.message_id));
+            }
+            return;
+        };
+        if packet.header.code == MessageClass::Empty {
+            // Empty ACK: the response follows separately.
+            self.pending[index].acked = true;
+            return;
+        }
+        if packet.header.get_type() == MessageType::Confirmable {
+            self.send_to(from, &coap::empty(MessageType::Acknowledgement, packet.header.message_id));
+        }
+        let pending = self.pending.remove(index);
+        let device = pending.device;
+        self.devices[device].uplinks += 1;
+        let code = coap::code_of(packet);
+        if let Some(push) = pending.push {
+            if self.continue_push(device, pending.request, push, code, packet) {
+                return;
+            }
+        }
+        if pending.observe && code == ResponseCode::CONTENT {
+            self.devices[device].observations.insert(pending.token.clone(), pending.request);
+        }
+        let format = coap::content_format(packet);
+        self.input(device, TaskInput::Response { id: pending.request, code, format, payload: &packet.payload });
+    }
+
+    /// Block-wise push bookkeeping: returns true when the task's block needs
+    /// more wire blocks (the device asked for smaller ones).
+    fn continue_push(
+        &mut self,
+        device: usize,
+        request: RequestId,
+        push: PushState,
+        code: ResponseCode,
+        packet: &Packet,
+    ) -> bool {
+        let task_end = (push.task_block.offset() + u64::from(push.task_block.size)).min(push.total);
+        let device_size = coap::block(packet, CoapOption::Block1).map(|b| b.size).filter(|s| *s < push.wire.size);
+        let next_size = match code {
+            ResponseCode::REQUEST_ENTITY_TOO_LARGE if push.wire.size > 16 => {
+                // Renegotiate: a smaller block at the same offset (RFC 7959 §2.9.3).
+                Some((push.wire.offset(), device_size.unwrap_or(push.wire.size / 2)))
+            }
+            ResponseCode::CONTINUE => {
+                let sent_end = (push.wire.offset() + u64::from(push.wire.size)).min(push.total);
+                (sent_end < task_end).then(|| (sent_end, device_size.unwrap_or(push.wire.size)))
+            }
+            _ => None,
+        };
+        let Some((offset, size)) = next_size else { return false };
+        let block =
+            Block { number: (offset / u64::from(size)) as u32, more: offset + u64::from(size) < push.total, size };
+        self.send_block(device, request, PushState { wire: block, ..push });
+        true
+    }
+
+    fn input(&mut self, device: usize, input: TaskInput<'_>) {
+        let now = self.now();
+        if let Some(task) = self.devices[device].task.as_mut() {
+            let _ = task.handle(now, input);
+        }
+        self.drain(device);
+    }
+
+    fn drain(&mut self, device: usize) {
+        loop {
+            let Some(task) = self.devices[device].task.as_mut() else { return };
+            let Some(output) = task.poll_output() else { break };
+            match output {
+                TaskOutput::Request(request) => match request.kind {
+                    RequestKind::Operation(operation) => self.send_operation(device, request.id, operation),
+                    RequestKind::PackageBlock { block, total_size } => self.send_block(
+                        device,
+                        request.id,
+                        PushState { task_block: block, total: total_size, wire: block },
+                    ),
+                    _ => {}
+                },
+                TaskOutput::Event(TaskEvent::Finished(outcome)) => self.report(device, &outcome),
+                TaskOutput::Event(_) => {}
+                _ => {}
+            }
+        }
+    }
+
+    fn new_exchange(&mut self) -> (u16, Vec<u8>) {
+        self.next_message_id = self.next_message_id.wrapping_add(1);
+        self.next_token += 1;
+        (self.next_message_id, self.next_token.to_be_bytes().to_vec())
+    }
+
+    fn send_operation(&mut self, device: usize, request: RequestId, operation: Operation) {
+        let (message_id, token) = self.new_exchange();
+        let (method, observe) = match &operation {
+            Operation::Read { .. } => (RequestType::Get, None),
+            Operation::Observe { .. } => (RequestType::Get, Some(0)),
+            Operation::CancelObservation { .. } => (RequestType::Get, Some(1)),
+            Operation::Write { .. } | Operation::WriteAttributes { .. } => (RequestType::Put, None),
+            Operation::Execute { .. } | Operation::WriteBlock { .. } => (RequestType::Post, None),
+            _ => (RequestType::Get, None),
+        };
+        let mut packet = coap::request(MessageType::Confirmable, method, message_id, &token);
+        coap::set_path(&mut packet, operation.path());
+        if let Some(value) = observe {
+            coap::set_uint(&mut packet, CoapOption::Observe, value);
+        }
+        match &operation {
+            Operation::Read { accept: Some(format), .. } | Operation::Observe { accept: Some(format), .. } => {
+                coap::set_uint(&mut packet, CoapOption::Accept, u64::from(format.number()));
+            }
+            Operation::Write { format, payload, .. } => {
+                coap::set_content_format(&mut packet, *format);
+                packet.payload = payload.to_vec();
+            }
+            Operation::WriteAttributes { attributes, .. } => {
+                if let Some(pmin) = attributes.pmin {
+                    coap::add_query(&mut packet, &format!("pmin={pmin}"));
+                }
+                if let Some(pmax) = attributes.pmax {
+                    coap::add_query(&mut packet, &format!("pmax={pmax}"));
+                }
+            }
+            _ => {}
+        }
+        let observe = matches!(operation, Operation::Observe { .. });
+        self.transmit(device, request, message_id, token, coap::bytes(&packet), None, observe);
+    }
+
+    fn send_block(&mut self, device: usize, request: RequestId, push: PushState) {
+        let (message_id, token) = self.new_exchange();
+        let mut packet = coap::request(MessageType::Confirmable, RequestType::Put, message_id, &token);
+        coap::set_path(&mut packet, &lwm2m_fota::model::Path::resource(5, 0, 0));
+        coap::set_content_format(&mut packet, ContentFormat::Opaque);
+        coap::set_block(&mut packet, CoapOption::Block1, push.wire);
+        coap::set_uint(&mut packet, CoapOption::Size1, push.total);
+        let start = push.wire.offset().min(push.total) as usize;
+        let end = (push.wire.offset() + u64::from(push.wire.size)).min(push.total) as usize;
+        packet.payload = self.args.image[start..end].to_vec();
+        self.transmit(device, request, message_id, token, coap::bytes(&packet), Some(push), false);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn transmit(
+        &mut self,
+        device: usize,
+        request: RequestId,
+        message_id: u16,
+        token: Vec<u8>,
+        datagram: Vec<u8>,
+        push: Option<PushState>,
+        observe: bool,
+    ) {
+        let now = self.now();
+        let _ = self.socket.send_to(&datagram, self.devices[device].addr);
+        self.devices[device].downlinks += 1;
+        // RFC 7252: the first timeout is random in [ACK_TIMEOUT, 1.5 × ACK_TIMEOUT].
+        let jitter = Duration::from_millis(u64::from(self.next_token as u32 % 1000));
+        let timeout = coap::ACK_TIMEOUT + jitter;
+        self.pending.push(Pending {
+            device,
+            request,
+            token,
+            message_id,
+            datagram,
+            next_send: now + timeout,
+            timeout,
+            sends: 1,
+            acked: false,
+            push,
+            observe,
+        });
+    }
+
+    fn report(&mut self, device: usize, outcome: &Outcome) {
+        let d = &mut self.devices[device];
+        if d.done {
+            return;
+        }
+        d.done = true;
+        self.finished += 1;
+        let duration_ms = self.clock.elapsed().as_millis() as u64
+            - d.started.as_millis().min(self.clock.elapsed().as_millis() as u64);
+        let (result, reason) = match outcome {
+            Outcome::Succeeded { version } => {
+                ("succeeded", version.clone().map(|v| format!("version {v}")).unwrap_or_default())
+            }
+            Outcome::Failed(failure) => {
+                self.all_succeeded = false;
+                ("failed", failure.to_string())
+            }
+        };
+        if self.args.json {
+            let reason_code = match outcome {
+                Outcome::Succeeded { .. } => String::new(),
+                Outcome::Failed(failure) => failure.reason(),
+            };
+            println!(
+                "{}",
+                serde_json::json!({
+                    "endpoint": d.endpoint,
+                    "outcome": result,
+                    "reason": if reason_code.is_empty() { serde_json::Value::Null } else { reason_code.into() },
+                    "detail": reason,
+                    "duration_ms": duration_ms,
+                    "downlinks": d.downlinks,
+                    "uplinks": d.uplinks,
+                    "strategy": self.args.strategy.name(),
+                    "delivery": self.args.delivery.name(),
+                })
+            );
+        } else {
+            println!(
+                "{} {} {} ({} ms, {} downlinks, {} uplinks)",
+                d.endpoint, result, reason, duration_ms, d.downlinks, d.uplinks
+            );
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = self.now();
+        let mut failed = Vec::new();
+        let mut resend = Vec::new();
+        for (i, p) in self.pending.iter_mut().enumerate() {
+            if p.acked || now < p.next_send {
+                continue;
+            }
+            if p.sends > coap::MAX_RETRANSMIT {
+                failed.push(i);
+                continue;
+            }
+            p.sends += 1;
+            p.timeout *= 2;
+            p.next_send = now + p.timeout;
+            resend.push((p.device, p.datagram.clone()));
+        }
+        for (device, datagram) in resend {
+            let _ = self.socket.send_to(&datagram, self.devices[device].addr);
+            self.devices[device].downlinks += 1;
+        }
+        for i in failed.into_iter().rev() {
+            let pending = self.pending.remove(i);
+            self.input(pending.device, TaskInput::TransportFailure { id: pending.request });
+        }
+        for device in 0..self.devices.len() {
+            let due = self.devices[device].task.as_ref().and_then(UpgradeTask::poll_timeout).is_some_and(|t| t <= now);
+            if due {
+                if let Some(task) = self.devices[device].task.as_mut() {
+                    let _ = task.handle_timeout(now);
+                }
+                self.drain(device);
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let socket = match UdpSocket::bind(args.listen) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: binding {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    socket.set_read_timeout(Some(Duration::from_millis(20))).ok();
+    let local = socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    // The Package URI points at our own CoAP Block2 resource, or at the HTTP server.
+    let base_uri = match args.protocol {
+        Protocol::Http => {
+            let http = match tiny_http::Server::http(format!("{}:0", args.listen.ip())) {
+                Ok(server) => server,
+                Err(e) => {
+                    eprintln!("error: starting the HTTP server: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let port = http.server_addr().to_ip().map(|a| a.port()).unwrap_or(0);
+            let image = args.image.clone();
+            let name = format!("/fw/{}", args.image_name);
+            std::thread::spawn(move || serve_http(http, &name, &image));
+            format!("http://{}:{port}/fw/", args.listen.ip())
+        }
+        _ => format!("coap://{local}/fw/"),
+    };
+    let mut config = UpgradeConfig::new(&base_uri, &args.image_name, args.image.len() as u64);
+    config.strategy = args.strategy;
+    config.delivery = args.delivery;
+    config.protocol = args.protocol;
+    config.timeout = args.timeout;
+    config.target_version = args.target_version.clone();
+    config.step_timeout = Duration::from_secs(20);
+    let digest = args.image.iter().fold(0u32, |h, &b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let mut server = Server {
+        socket,
+        clock: std::time::Instant::now(),
+        config: Arc::new(config),
+        devices: Vec::new(),
+        pending: Vec::new(),
+        next_message_id: std::process::id() as u16,
+        next_token: u64::from(std::process::id()) << 16,
+        finished: 0,
+        all_succeeded: true,
+        etag: digest.to_be_bytes(),
+        recent: Vec::new(),
+        args,
+    };
+    eprintln!("server: listening on {local}, package URI {}", server.config.package_uri());
+    let mut buf = vec![0u8; 65_536];
+    while server.finished < server.args.count {
+        if let Ok((n, from)) = server.socket.recv_from(&mut buf) {
+            let datagram = buf[..n].to_vec();
+            server.handle_datagram(&datagram, from);
+        }
+        server.tick();
+    }
+    if server.all_succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Plain HTTP/1.1 with tiny_http, honouring a `Range: bytes=N-` header.
+fn serve_http(http: tiny_http::Server, name: &str, image: &[u8]) {
+    for request in http.incoming_requests() {
+        if request.url() != name {
+            let _ = request.respond(tiny_http::Response::from_data(Vec::new()).with_status_code(404));
+            continue;
+        }
+        let start = request
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv("Range"))
+            .and_then(|h| {
+                h.value
+                    .as_str()
+                    .strip_prefix("bytes=")
+                    .and_then(|r| r.strip_suffix('-'))
+                    .and_then(|n| n.parse::<usize>().ok())
+            })
+            .filter(|&n| n < image.len());
+        let response = match start {
+            Some(start) => tiny_http::Response::from_data(image[start..].to_vec()).with_status_code(206),
+            None => tiny_http::Response::from_data(image.to_vec()).with_status_code(200),
+        };
+        let _ = request.respond(response);
+    }
+}
