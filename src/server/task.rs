@@ -171,7 +171,7 @@ impl Target {
 }
 
 /// A request the device rejected or never got, remembered for U7.
-const NO_ID: RequestId = 0;
+const NO_ID: u32 = 0;
 
 /// One device's firmware upgrade: strategy × delivery × protocol, timeout,
 /// resume, retries and verification (features.md U1–U12, S1–S5, B1, B4,
@@ -196,7 +196,6 @@ const NO_ID: RequestId = 0;
 pub struct UpgradeTask {
     config: Arc<UpgradeConfig>,
     step: Step,
-    started: Instant,
     deadline: Instant,
     wait_until: Option<Instant>,
     last_now: Instant,
@@ -211,7 +210,7 @@ pub struct UpgradeTask {
     protocols: Option<ProtocolSet>,
     delivery_method: Option<DeliveryMethod>,
     version: Option<String>,
-    cached: Option<CachedModel>,
+    cached: Option<Box<CachedModel>>,
     attempt: u32,
     push: bool,
     next_block: u32,
@@ -224,13 +223,15 @@ pub struct UpgradeTask {
     need_read: bool,
     seen_send: bool,
     want_observe: u8,
-    observations: [RequestId; 6],
+    /// Observation request ids by target (ids fit 32 bits: a task sends far
+    /// fewer than 2^32 requests).
+    observations: [u32; 6],
     next_id: RequestId,
-    in_flight: Option<(RequestId, Action, Instant)>,
+    in_flight: Option<(u32, Action, Instant)>,
     resume: Option<Action>,
     cancel_reset: bool,
     execute_unconfirmed: bool,
-    outcome: Option<Outcome>,
+    outcome: Option<Box<Outcome>>,
     events: VecDeque<TaskEvent>,
 }
 
@@ -240,7 +241,6 @@ impl UpgradeTask {
         UpgradeTask {
             config,
             step: Step::NotStarted,
-            started: Instant::ZERO,
             deadline: Instant::ZERO,
             wait_until: None,
             last_now: Instant::ZERO,
@@ -283,7 +283,7 @@ impl UpgradeTask {
     /// model (U6; used when the configuration enables it and the cache has State).
     pub fn with_cached_model(config: Arc<UpgradeConfig>, cached: CachedModel) -> UpgradeTask {
         let mut task = UpgradeTask::new(config);
-        task.cached = Some(cached);
+        task.cached = Some(Box::new(cached));
         task
     }
 
@@ -299,7 +299,7 @@ impl UpgradeTask {
 
     /// The outcome, once finished.
     pub fn outcome(&self) -> Option<&Outcome> {
-        self.outcome.as_ref()
+        self.outcome.as_deref()
     }
 
     /// The attempt under way (1 for the first).
@@ -344,7 +344,7 @@ impl UpgradeTask {
         self.set_step(now, Step::Finished);
         self.wait_until = None;
         self.events.push_back(TaskEvent::Finished(outcome.clone()));
-        self.outcome = Some(outcome);
+        self.outcome = Some(Box::new(outcome));
     }
 
     fn fail(&mut self, now: Instant, failure: Failure) {
@@ -384,9 +384,8 @@ impl UpgradeTask {
         if self.step != Step::NotStarted {
             return Ok(());
         }
-        self.started = now;
         self.deadline = now + self.config.timeout;
-        if let Some(cached) = self.cached.filter(|_| self.config.use_cached_data_model) {
+        if let Some(cached) = self.cached.as_deref().copied().filter(|_| self.config.use_cached_data_model) {
             self.state = cached.state;
             self.result = cached.result;
             self.protocols = cached.protocols;
@@ -459,12 +458,12 @@ impl UpgradeTask {
                 self.observations = [NO_ID; 6];
             }
             TaskInput::Response { id, code, format, payload } => {
-                if id >= self.next_id || id == NO_ID {
+                if id >= self.next_id || id == 0 {
                     return Err(TaskError::UnknownRequest(id));
                 }
                 self.awake(now);
                 match self.in_flight {
-                    Some((current, action, _)) if current == id => {
+                    Some((current, action, _)) if u64::from(current) == id => {
                         self.in_flight = None;
                         self.on_response(now, id, action, code, format, payload);
                     }
@@ -473,10 +472,10 @@ impl UpgradeTask {
                 }
             }
             TaskInput::TransportFailure { id } => {
-                if id >= self.next_id || id == NO_ID {
+                if id >= self.next_id || id == 0 {
                     return Err(TaskError::UnknownRequest(id));
                 }
-                if let Some((current, action, _)) = self.in_flight.filter(|(current, _, _)| *current == id) {
+                if let Some((current, action, _)) = self.in_flight.filter(|(current, _, _)| u64::from(*current) == id) {
                     let _ = current;
                     self.in_flight = None;
                     self.on_downlink_failure(now, action);
@@ -484,10 +483,9 @@ impl UpgradeTask {
             }
             TaskInput::Notification { observation, format, payload } => {
                 self.awake(now);
-                let Some(target) = Target::ALL
-                    .into_iter()
-                    .find(|t| self.observations[t.index()] == observation && observation != NO_ID)
-                else {
+                let Some(target) = Target::ALL.into_iter().find(|t| {
+                    self.observations[t.index()] != NO_ID && u64::from(self.observations[t.index()]) == observation
+                }) else {
                     return Ok(());
                 };
                 self.apply_payload(now, format, &target.path(), payload);
@@ -601,7 +599,7 @@ impl UpgradeTask {
                     return;
                 }
                 if let Action::Observe(target) = action {
-                    self.observations[target.index()] = id;
+                    self.observations[target.index()] = u32::try_from(id).unwrap_or(NO_ID);
                 }
                 if let Some(format) = format {
                     self.apply_payload(now, format, &path, payload);
@@ -1126,7 +1124,7 @@ impl UpgradeTask {
         }
         // Requests sent after the task finished are fire-and-forget.
         if self.outcome.is_none() {
-            self.in_flight = Some((id, action, self.last_now));
+            self.in_flight = Some((u32::try_from(id).unwrap_or(u32::MAX), action, self.last_now));
         }
         Some(TaskOutput::Request(TaskRequest { id, kind }))
     }
