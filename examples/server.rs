@@ -142,7 +142,11 @@ struct Device {
     started: Instant,
     downlinks: u64,
     uplinks: u64,
-    observations: HashMap<Vec<u8>, RequestId>,
+    /// Observations by token: the Observe request, and the last Observe
+    /// sequence number with when it came (RFC 7641 §3.4 reordering).
+    observations: HashMap<Vec<u8>, (RequestId, u64, Instant)>,
+    /// The Block1 size the device asked for (4.13 or a smaller SZX in 2.31).
+    push_size: u32,
     done: bool,
 }
 
@@ -313,6 +317,7 @@ impl Server {
                     downlinks: 0,
                     uplinks: 0,
                     observations: HashMap::new(),
+                    push_size: 1024,
                     done: false,
                 });
                 self.devices.len() - 1
@@ -376,12 +381,19 @@ impl Server {
         // A notification of an observation?
         if packet.header.code != MessageClass::Empty && coap::observe(packet).is_some() {
             if let Some(i) = self.device_index(from) {
-                if let Some(&observation) = self.devices[i].observations.get(&token) {
+                if let Some(&(observation, last, at)) = self.devices[i].observations.get(&token) {
                     if !self.pending.iter().any(|p| p.token == token) {
                         if packet.header.get_type() == MessageType::Confirmable {
                             self.send_to(from, &coap::empty(MessageType::Acknowledgement, packet.header.message_id));
                         }
                         self.devices[i].uplinks += 1;
+                        let now = self.now();
+                        let sequence = coap::observe(packet).unwrap_or(0);
+                        if !fresher(last, at, sequence, now) {
+                            // An older notification overtaken by a newer one: ignore it.
+                            return;
+                        }
+                        self.devices[i].observations.insert(token, (observation, sequence, now));
                         if let Some(format) = coap::content_format(packet) {
                             self.input(i, TaskInput::Notification { observation, format, payload: &packet.payload });
                         }
@@ -418,7 +430,9 @@ impl Server {
             }
         }
         if pending.observe && code == ResponseCode::CONTENT {
-            self.devices[device].observations.insert(pending.token.clone(), pending.request);
+            let sequence = coap::observe(packet).unwrap_or(0);
+            let now = self.now();
+            self.devices[device].observations.insert(pending.token.clone(), (pending.request, sequence, now));
         }
         let format = coap::content_format(packet);
         self.input(device, TaskInput::Response { id: pending.request, code, format, payload: &packet.payload });
@@ -448,6 +462,7 @@ impl Server {
             _ => None,
         };
         let Some((offset, size)) = next_size else { return false };
+        self.devices[device].push_size = size;
         let block =
             Block { number: (offset / u64::from(size)) as u32, more: offset + u64::from(size) < push.total, size };
         self.send_block(device, request, PushState { wire: block, ..push });
@@ -720,6 +735,13 @@ fn main() -> ExitCode {
         server.tick();
     }
     if server.all_succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// RFC 7641 §3.4: is notification `v2`, received at `t2`, newer than `v1`
+/// received at `t1`? Sequence numbers are 24-bit and wrap.
+fn fresher(v1: u64, t1: Instant, v2: u64, t2: Instant) -> bool {
+    const HALF: u64 = 1 << 23;
+    (v1 < v2 && v2 - v1 < HALF) || (v1 > v2 && v1 - v2 > HALF) || t2 > t1 + Duration::from_secs(128)
 }
 
 /// Plain HTTP/1.1 with tiny_http, honouring a `Range: bytes=N-` header.
