@@ -4,7 +4,6 @@
 //! §2.9.3), and reassembles the image exactly.
 
 #[path = "../examples/support/coap.rs"]
-#[allow(dead_code)]
 mod coap;
 
 use std::net::UdpSocket;
