@@ -1,5 +1,6 @@
 //! One device's upgrade task, sans-I/O.
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::sync::Arc;
