@@ -29,3 +29,17 @@ pub fn encode_state(state: i64) -> Vec<u8> {
 fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
     loop {}
 }
+
+/// Runs the /5 object through a pull download, proving the device layer is no_std.
+pub fn device_downloads() -> bool {
+    use lwm2m_fota::device::{FirmwareUpdate, FirmwareUpdateConfig};
+    use lwm2m_fota::model::{Instant, State, Value};
+    let mut fw = FirmwareUpdate::new(FirmwareUpdateConfig::default());
+    fw.write(Instant::ZERO, 1, &Value::string("coap://fw/v2"));
+    fw.download_completed(Instant::ZERO).is_ok() && fw.state() == State::Downloaded
+}
+
+/// The server's upgrade task builds without std too.
+pub fn task_size() -> usize {
+    core::mem::size_of::<lwm2m_fota::server::UpgradeTask>()
+}
