@@ -1,6 +1,7 @@
 //! examples/device against a minimal test-side LwM2M server over UDP on
 //! loopback: registration, a pull update over CoAP Block2, a push update over
 //! Block1, observation, Send, and a restart that resumes from the state file.
+mod common;
 
 #[path = "../examples/support/coap.rs"]
 mod coap;
@@ -13,16 +14,6 @@ use std::time::{Duration, Instant};
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use lwm2m_fota::codec::{self, DecodeOptions};
 use lwm2m_fota::model::{Block, ContentFormat, Path, Record, Registry, ResponseCode, Value};
-
-fn example(name: &str) -> PathBuf {
-    let mut path = std::env::current_exe().unwrap();
-    path.pop();
-    path.pop();
-    path.push("examples");
-    path.push(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(path.exists(), "{} not built (cargo test builds examples)", path.display());
-    path
-}
 
 struct Device(Child);
 
@@ -38,7 +29,7 @@ fn spawn_device(port: u16, endpoint: &str, extra: &[&str]) -> Device {
         vec!["--server".to_string(), format!("coap://127.0.0.1:{port}"), "--endpoint".into(), endpoint.into()];
     args.extend(extra.iter().map(|s| s.to_string()));
     Device(
-        Command::new(example("device"))
+        Command::new(common::example_binary("device"))
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

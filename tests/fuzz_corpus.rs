@@ -92,7 +92,7 @@ impl Target {
             Target::Text => (ContentFormat::Text, &VALUE_PATHS),
             Target::Opaque => (ContentFormat::Opaque, &VALUE_PATHS),
             Target::Cbor => (ContentFormat::Cbor, &VALUE_PATHS),
-            Target::SenmlPaths if selector % 2 == 0 => (ContentFormat::SenmlCbor, &[]),
+            Target::SenmlPaths if selector & 1 == 0 => (ContentFormat::SenmlCbor, &[]),
             Target::SenmlPaths => (ContentFormat::SenmlJson, &[]),
         }
     }

@@ -1,22 +1,12 @@
 //! The `inspect` example's command-line interface, as outside checks use it.
 
+mod common;
+
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-fn inspect() -> PathBuf {
-    // Test binaries live in target/<profile>/deps; cargo builds examples beside them.
-    let mut path = std::env::current_exe().unwrap();
-    path.pop();
-    path.pop();
-    path.push("examples");
-    path.push(format!("inspect{}", std::env::consts::EXE_SUFFIX));
-    assert!(path.exists(), "{} not built (cargo test builds examples)", path.display());
-    path
-}
-
 fn run(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
-    let mut child = Command::new(inspect())
+    let mut child = Command::new(common::example_binary("inspect"))
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -1,21 +1,12 @@
 //! examples/server against examples/device on loopback: pull over CoAP and
 //! HTTP, push, every strategy, LwM2M 1.0/1.1/1.2, queue mode, and a device
 //! restarted mid-download from its state file.
+mod common;
 
 use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn example(name: &str) -> PathBuf {
-    let mut path = std::env::current_exe().unwrap();
-    path.pop();
-    path.pop();
-    path.push("examples");
-    path.push(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(path.exists(), "{} not built (cargo test builds examples)", path.display());
-    path
-}
 
 struct Killed(Child);
 
@@ -53,7 +44,12 @@ fn server(port: u16, image: &std::path::Path, extra: &[&str]) -> Child {
         "--json".into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    Command::new(example("server")).args(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap()
+    Command::new(common::example_binary("server"))
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 fn device(port: u16, endpoint: &str, extra: &[&str]) -> Killed {
@@ -66,7 +62,14 @@ fn device(port: u16, endpoint: &str, extra: &[&str]) -> Killed {
         "10".into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    Killed(Command::new(example("device")).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+    Killed(
+        Command::new(common::example_binary("device"))
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// Waits for the server to exit (it exits when its upgrades are done).

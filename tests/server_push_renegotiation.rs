@@ -3,6 +3,8 @@
 //! the server continues at the same byte offset with smaller blocks (RFC 7959
 //! §2.9.3), and reassembles the image exactly.
 
+mod common;
+
 #[path = "../examples/support/coap.rs"]
 mod coap;
 
@@ -14,15 +16,6 @@ use coap_lite::{CoapOption, MessageClass, MessageType, RequestType};
 use lwm2m_fota::codec;
 use lwm2m_fota::model::{Block, ContentFormat, Path, Record, Registry, ResponseCode, Value};
 
-fn example(name: &str) -> std::path::PathBuf {
-    let mut path = std::env::current_exe().unwrap();
-    path.pop();
-    path.pop();
-    path.push("examples");
-    path.push(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    path
-}
-
 #[test]
 fn push_renegotiates_a_smaller_block_size() {
     let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -32,7 +25,7 @@ fn push_renegotiates_a_smaller_block_size() {
     }
     let file = std::env::temp_dir().join(format!("lwm2m-fota-renegotiate-{}.bin", std::process::id()));
     std::fs::write(&file, &image).unwrap();
-    let mut server = Command::new(example("server"))
+    let mut server = Command::new(common::example_binary("server"))
         .args(["--listen", &format!("127.0.0.1:{port}"), "--image", file.to_str().unwrap()])
         .args(["--target-version", "2.0.0", "--delivery", "push", "--timeout", "30", "--json"])
         .stdout(Stdio::piped())

@@ -173,3 +173,15 @@ pub fn time_list() -> impl Strategy<Value = Option<Vec<f64>>> {
         1..4,
     ))
 }
+
+/// The path of example `name`, which `cargo test` builds beside the test binaries
+/// (test binaries live in `target/<profile>/deps`, examples in `…/examples`).
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let mut path = std::env::current_exe().unwrap();
+    path.pop();
+    path.pop();
+    path.push("examples");
+    path.push(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "{} not built (`cargo test` builds examples)", path.display());
+    path
+}
