@@ -468,11 +468,10 @@ impl SimDevice {
 
     /// The records of `path` as this device reports them (a poor device hides
     /// State 1).
-    fn records(&self, path: &Path) -> Result<Vec<Record<'static>>, ResponseCode> {
+    fn records(&self, path: &Path) -> Result<Vec<Record<'_>>, ResponseCode> {
         match path.object_id() {
             Some(5) => {
-                let mut records: Vec<Record<'static>> =
-                    self.firmware.read(path)?.into_iter().map(Record::into_owned).collect();
+                let mut records = self.firmware.read(path)?;
                 if !self.profile.reports_downloading && self.firmware.state() == State::Downloading {
                     for record in &mut records {
                         if record.path == Path::resource(5, 0, 3) {
@@ -484,14 +483,14 @@ impl SimDevice {
             }
             Some(3) if path.instance_id().is_none_or(|i| i == 0) => {
                 let all = [
-                    (0, Value::String("lwm2m-fota".into())),
-                    (1, Value::String("simulated device".into())),
+                    (0, Value::string("lwm2m-fota")),
+                    (1, Value::string("simulated device")),
                     (2, Value::String(format!("{:08}", self.id).into())),
-                    (3, Value::String(self.firmware_version.clone().into())),
-                    (16, Value::String(if self.profile.queue_mode { "UQ".into() } else { "U".into() })),
-                    (19, Value::String(SOFTWARE_VERSION.into())),
+                    (3, Value::string(&self.firmware_version)),
+                    (16, Value::string(if self.profile.queue_mode { "UQ" } else { "U" })),
+                    (19, Value::string(SOFTWARE_VERSION)),
                 ];
-                let mut records: Vec<Record<'static>> = all
+                let mut records: Vec<Record<'_>> = all
                     .into_iter()
                     .map(|(r, v)| Record::new(Path::resource(3, 0, r), v))
                     .filter(|r| r.path.starts_with(path))
