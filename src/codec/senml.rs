@@ -95,6 +95,19 @@ pub(crate) struct RawRecord<'a> {
 }
 
 impl RawRecord<'_> {
+    /// Empties the record for the next one (base fields were already taken
+    /// into the context).
+    pub(crate) fn clear(&mut self) {
+        self.version = None;
+        self.base_name = None;
+        self.name = None;
+        self.base_time = None;
+        self.time = None;
+        self.base_value = None;
+        self.value = None;
+        self.seen = 0;
+    }
+
     /// Notes that `label` appeared at `offset`; a label may appear once per record.
     pub(crate) fn mark(&mut self, label: Label, offset: usize) -> Result<(), DecodeError> {
         if self.seen & label.bit() != 0 {
@@ -165,12 +178,12 @@ impl<'a> Context<'a> {
     /// Resolves a value record (Read, Write, Notify, Send, Write-Composite).
     pub(crate) fn record(
         &mut self,
-        mut raw: RawRecord<'a>,
+        raw: &mut RawRecord<'a>,
         offset: usize,
         request: &Path,
         registry: &Registry,
     ) -> Result<Record<'a>, DecodeError> {
-        let path = self.path(&mut raw, offset)?;
+        let path = self.path(raw, offset)?;
         if !path.starts_with(request) {
             return Err(DecodeError::new(offset, Kind::PathOutsideRequest { path, request: *request }));
         }
@@ -181,7 +194,7 @@ impl<'a> Context<'a> {
             (None, None) => None,
             (base, time) => Some(base.unwrap_or(0.0) + time.unwrap_or(0.0)),
         };
-        let wire = match (raw.value, self.base_value) {
+        let wire = match (raw.value.take(), self.base_value) {
             (None, _) => return Err(DecodeError::new(offset, Kind::MissingValue)),
             (Some(WireValue::Number(n)), Some(base)) => WireValue::Number(base.add(n)),
             (Some(value), _) => value,
@@ -191,11 +204,11 @@ impl<'a> Context<'a> {
     }
 
     /// Resolves a name-only record (Read-Composite / Observe-Composite request).
-    pub(crate) fn name_only(&mut self, mut raw: RawRecord<'a>, offset: usize) -> Result<Path, DecodeError> {
+    pub(crate) fn name_only(&mut self, raw: &mut RawRecord<'a>, offset: usize) -> Result<Path, DecodeError> {
         if raw.value.is_some() {
             return Err(DecodeError::new(offset, Kind::InvalidField("value in a name-only record")));
         }
-        self.path(&mut raw, offset)
+        self.path(raw, offset)
     }
 }
 

@@ -73,9 +73,11 @@ pub fn decode_paths(bytes: &[u8], options: &DecodeOptions) -> Result<Vec<Path>, 
 fn for_each_record<'a>(
     bytes: &'a [u8],
     options: &DecodeOptions,
-    mut each: impl FnMut(RawRecord<'a>, usize) -> Result<(), DecodeError>,
+    mut each: impl FnMut(&mut RawRecord<'a>, usize) -> Result<(), DecodeError>,
 ) -> Result<(), DecodeError> {
     let mut reader = Reader::new(bytes);
+    // One record buffer for the whole pack: records are read into it in place.
+    let mut raw = RawRecord::default();
     if !matches!(reader.datatype()?, Type::Array | Type::ArrayIndef) {
         return Err(reader.error(Kind::InvalidField("SenML pack (expected an array)")));
     }
@@ -83,15 +85,15 @@ fn for_each_record<'a>(
         Some(count) => {
             for _ in 0..count {
                 let offset = reader.position();
-                let raw = read_record(&mut reader, options)?;
-                each(raw, offset)?;
+                read_record(&mut reader, options, &mut raw)?;
+                each(&mut raw, offset)?;
             }
         }
         None => {
             while !reader.take_break()? {
                 let offset = reader.position();
-                let raw = read_record(&mut reader, options)?;
-                each(raw, offset)?;
+                read_record(&mut reader, options, &mut raw)?;
+                each(&mut raw, offset)?;
             }
         }
     }
@@ -107,24 +109,28 @@ enum Key {
     MustUnderstand,
 }
 
-fn read_record<'a>(reader: &mut Reader<'a>, options: &DecodeOptions) -> Result<RawRecord<'a>, DecodeError> {
+fn read_record<'a>(
+    reader: &mut Reader<'a>,
+    options: &DecodeOptions,
+    raw: &mut RawRecord<'a>,
+) -> Result<(), DecodeError> {
     if !matches!(reader.peek(), Some(0xa0..=0xbb | 0xbf)) && !matches!(reader.datatype()?, Type::Map | Type::MapIndef) {
         return Err(reader.error(Kind::InvalidField("SenML record (expected a map)")));
     }
-    let mut raw = RawRecord::default();
+    raw.clear();
     match reader.map()? {
         Some(count) => {
             for _ in 0..count {
-                read_field(reader, &mut raw, options)?;
+                read_field(reader, raw, options)?;
             }
         }
         None => {
             while !reader.take_break()? {
-                read_field(reader, &mut raw, options)?;
+                read_field(reader, raw, options)?;
             }
         }
     }
-    Ok(raw)
+    Ok(())
 }
 
 fn read_key(reader: &mut Reader<'_>) -> Result<Key, DecodeError> {

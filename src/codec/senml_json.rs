@@ -70,16 +70,17 @@ pub fn decode_paths(bytes: &[u8], options: &DecodeOptions) -> Result<Vec<Path>, 
 fn for_each_record<'a>(
     bytes: &'a [u8],
     options: &DecodeOptions,
-    mut each: impl FnMut(RawRecord<'a>, usize) -> Result<(), DecodeError>,
+    mut each: impl FnMut(&mut RawRecord<'a>, usize) -> Result<(), DecodeError>,
 ) -> Result<(), DecodeError> {
     let mut reader = JsonReader::new(bytes, options.max_depth);
+    let mut raw = RawRecord::default();
     reader.expect(b'[', "expected a SenML pack (an array)")?;
     if !reader.empty_container(b']') {
         loop {
             reader.skip_whitespace();
             let offset = reader.position();
-            let raw = read_record(&mut reader)?;
-            each(raw, offset)?;
+            read_record(&mut reader, &mut raw)?;
+            each(&mut raw, offset)?;
             if !reader.next_element(b']')? {
                 break;
             }
@@ -91,11 +92,11 @@ fn for_each_record<'a>(
     Ok(())
 }
 
-fn read_record<'a>(reader: &mut JsonReader<'a>) -> Result<RawRecord<'a>, DecodeError> {
+fn read_record<'a>(reader: &mut JsonReader<'a>, raw: &mut RawRecord<'a>) -> Result<(), DecodeError> {
     reader.expect(b'{', "expected a SenML record (an object)")?;
-    let mut raw = RawRecord::default();
+    raw.clear();
     if reader.empty_container(b'}') {
-        return Ok(raw);
+        return Ok(());
     }
     loop {
         reader.skip_whitespace();
@@ -105,7 +106,7 @@ fn read_record<'a>(reader: &mut JsonReader<'a>) -> Result<RawRecord<'a>, DecodeE
         match Label::from_text(&key) {
             Some(label) => {
                 raw.mark(label, key_offset)?;
-                read_field(reader, &mut raw, label)?;
+                read_field(reader, raw, label)?;
             }
             None if senml::is_must_understand(&key) => {
                 return Err(DecodeError::new(key_offset, Kind::MustUnderstandLabel));
@@ -113,7 +114,7 @@ fn read_record<'a>(reader: &mut JsonReader<'a>) -> Result<RawRecord<'a>, DecodeE
             None => reader.skip_value(1)?,
         }
         if !reader.next_element(b'}')? {
-            return Ok(raw);
+            return Ok(());
         }
     }
 }
