@@ -31,11 +31,11 @@ use std::time::Duration;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use lwm2m_fota::codec::{self, DecodeOptions};
 use lwm2m_fota::device::{
-    FirmwareEvent, FirmwareUpdate, FirmwareUpdateConfig, PackageBlock, PackageError, PackageSink,
+    FirmwareEvent, FirmwareUpdate, FirmwareUpdateConfig, Observations, PackageBlock, PackageError, PackageSink,
 };
 use lwm2m_fota::model::{
-    Attributes, Block, ContentFormat, DeliveryMethod, Instant, Lwm2mVersion, ObjectLinks, ObjectVersion, Path,
-    Protocol, Record, Registry, ResponseCode, UpdateResult, Value, format_object_links,
+    Block, ContentFormat, DeliveryMethod, Instant, Lwm2mVersion, ObjectLinks, ObjectVersion, Path, Protocol, Record,
+    Registry, ResponseCode, UpdateResult, Value, format_object_links,
 };
 use sha2::{Digest, Sha256};
 
@@ -336,15 +336,6 @@ fn download_http(
     }
 }
 
-struct Observation {
-    token: Vec<u8>,
-    path: Path,
-    format: ContentFormat,
-    sequence: u32,
-    last_sent: Instant,
-    dirty: bool,
-}
-
 /// A confirmable uplink awaiting its ACK.
 struct Pending {
     message_id: u16,
@@ -376,8 +367,8 @@ struct Device {
     lifetime: u32,
     next_update: Instant,
     awake_until: Instant,
-    observations: Vec<Observation>,
-    attributes: Vec<(Path, Attributes)>,
+    /// Observations by CoAP token.
+    observations: Observations<Vec<u8>>,
     pending: Vec<Pending>,
     recent: VecDeque<(u16, Vec<u8>)>,
     next_message_id: u16,
@@ -436,8 +427,7 @@ impl Device {
             lifetime,
             next_update: Instant::ZERO,
             awake_until: Instant::ZERO,
-            observations: Vec::new(),
-            attributes: Vec::new(),
+            observations: Observations::new(),
             pending: Vec::new(),
             recent: VecDeque::new(),
             next_message_id: (std::process::id() as u16).wrapping_mul(7),
@@ -719,18 +709,13 @@ impl Device {
                 coap::set_content_format(&mut response, format);
                 match observe {
                     Some(0) => {
-                        self.observations.retain(|o| o.token != request.get_token() && o.path != path);
-                        self.observations.push(Observation {
-                            token: request.get_token().to_vec(),
-                            path,
-                            format,
-                            sequence: 1,
-                            last_sent: now,
-                            dirty: false,
-                        });
+                        self.observations.observe(request.get_token().to_vec(), path, format, now);
                         coap::set_uint(&mut response, CoapOption::Observe, 1);
                     }
-                    Some(1) => self.observations.retain(|o| o.token != request.get_token() && o.path != path),
+                    Some(1) => {
+                        self.observations.cancel_key(&request.get_token().to_vec());
+                        self.observations.cancel(&path);
+                    }
                     _ => {}
                 }
                 response.payload = payload;
@@ -738,8 +723,7 @@ impl Device {
             }
             RequestType::Put if request.payload.is_empty() && coap::content_format_number(request).is_none() => {
                 // Write-Attributes.
-                let mut attributes =
-                    self.attributes.iter().find(|(p, _)| *p == path).map(|(_, a)| *a).unwrap_or_default();
+                let mut attributes = self.observations.attributes(&path);
                 for query in coap::uri_query(request) {
                     let (name, value) = query.split_once('=').unwrap_or((&query, ""));
                     let number = value.parse::<u32>().ok();
@@ -749,8 +733,7 @@ impl Device {
                         _ => {}
                     }
                 }
-                self.attributes.retain(|(p, _)| *p != path);
-                self.attributes.push((path, attributes));
+                self.observations.set_attributes(path, attributes);
                 coap::response_to(request, ResponseCode::CHANGED)
             }
             RequestType::Put | RequestType::Post
@@ -878,48 +861,28 @@ impl Device {
         coap::response_to(request, code)
     }
 
-    fn notify(&mut self, index: usize) {
+    /// Sends the notifications due now (`changed`: /5/0 resources that changed,
+    /// bit R for resource R), as NON with the observation's token.
+    fn notify_due(&mut self, changed: u32) {
         let now = self.now();
-        let (path, format) = (self.observations[index].path, self.observations[index].format);
-        let Ok((_, payload)) = self.encode(&path, Some(format)) else { return };
-        let message_id = self.message_id();
-        let observation = &mut self.observations[index];
-        observation.sequence += 1;
-        observation.last_sent = now;
-        observation.dirty = false;
-        let mut packet = Packet::new();
-        packet.header.set_type(MessageType::NonConfirmable);
-        packet.header.code = MessageClass::from(ResponseCode::CONTENT.0);
-        packet.header.message_id = message_id;
-        packet.set_token(observation.token.clone());
-        coap::set_uint(&mut packet, CoapOption::Observe, u64::from(observation.sequence));
-        coap::set_content_format(&mut packet, format);
-        packet.payload = payload;
-        let bytes = coap::bytes(&packet);
-        self.transmit(&bytes);
-    }
-
-    fn attributes_for(&self, path: &Path) -> Attributes {
-        self.attributes.iter().find(|(p, _)| p == path).map(|(_, a)| *a).unwrap_or_default()
-    }
-
-    fn resource_changed(&mut self, resource: u16) {
-        let changed = Path::resource(5, 0, resource);
-        let now = self.now();
-        for index in 0..self.observations.len() {
-            let observed = self.observations[index].path;
-            if changed.starts_with(&observed) || observed.starts_with(&changed) {
-                let pmin = u64::from(self.attributes_for(&observed).pmin.unwrap_or(0));
-                if now >= self.observations[index].last_sent + Duration::from_secs(pmin) {
-                    self.notify(index);
-                } else {
-                    self.observations[index].dirty = true;
-                }
-            }
+        for due in self.observations.due(now, changed) {
+            let Ok((_, payload)) = self.encode(&due.path, Some(due.format)) else { continue };
+            let mut packet = Packet::new();
+            packet.header.set_type(MessageType::NonConfirmable);
+            packet.header.code = MessageClass::from(ResponseCode::CONTENT.0);
+            packet.header.message_id = self.message_id();
+            packet.set_token(due.key);
+            coap::set_uint(&mut packet, CoapOption::Observe, u64::from(due.sequence));
+            coap::set_content_format(&mut packet, due.format);
+            packet.payload = payload;
+            let bytes = coap::bytes(&packet);
+            self.transmit(&bytes);
         }
     }
 
     fn drain_events(&mut self) {
+        // One step's changes go out in one notification per observation.
+        let mut changed = 0u32;
         while let Some(event) = self.firmware.poll_event() {
             match event {
                 FirmwareEvent::StartDownload { uri, offset } => {
@@ -938,11 +901,14 @@ impl Device {
                     // Answer the Execute first, then "reboot".
                     self.reboot_at = Some(self.now() + Duration::from_millis(500));
                 }
-                FirmwareEvent::ResourceChanged(resource) => self.resource_changed(resource),
+                FirmwareEvent::ResourceChanged(resource) => changed |= 1u32 << resource.min(31),
                 FirmwareEvent::SendState => self.send_state(),
                 FirmwareEvent::Persist => self.persist(),
                 _ => {}
             }
+        }
+        if changed != 0 {
+            self.notify_due(changed);
         }
     }
 
@@ -1034,19 +1000,7 @@ impl Device {
         }
         let _ = self.firmware.handle_timeout(now);
         self.drain_events();
-        for index in 0..self.observations.len() {
-            let attributes = self.attributes_for(&self.observations[index].path);
-            let observation = &self.observations[index];
-            let pmax_due = attributes
-                .pmax
-                .filter(|p| *p > 0)
-                .is_some_and(|p| now >= observation.last_sent + Duration::from_secs(u64::from(p)));
-            let pmin_due = observation.dirty
-                && now >= observation.last_sent + Duration::from_secs(u64::from(attributes.pmin.unwrap_or(0)));
-            if pmax_due || pmin_due {
-                self.notify(index);
-            }
-        }
+        self.notify_due(0);
     }
 
     fn run(&mut self) -> ! {

@@ -8,9 +8,11 @@
 //! mid-download or mid-update resumes with the right State and Update Result.
 
 mod firmware_update;
+mod observe;
 mod uri;
 
 pub use firmware_update::{
     CountingSink, FirmwareError, FirmwareEvent, FirmwareUpdate, FirmwareUpdateConfig, PackageBlock, PackageError,
     PackageSink,
 };
+pub use observe::{DueNotification, Observations};

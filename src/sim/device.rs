@@ -10,10 +10,12 @@ use bytes::Bytes;
 use super::Rng;
 use super::profile::{Profile, SendMode};
 use crate::codec::{self, DecodeOptions};
-use crate::device::{FirmwareEvent, FirmwareUpdate, FirmwareUpdateConfig, PackageBlock, PackageError, PackageSink};
+use crate::device::{
+    FirmwareEvent, FirmwareUpdate, FirmwareUpdateConfig, Observations, PackageBlock, PackageError, PackageSink,
+};
 use crate::model::{
-    Attributes, ClientMessage, ContentFormat, DeliveryMethod, Instant, Lwm2mVersion, ObjectLinks, ObjectVersion,
-    Operation, Path, Protocol, Record, Registration, Registry, RequestId, ResponseCode, State, UpdateResult, Value,
+    ClientMessage, ContentFormat, DeliveryMethod, Instant, Lwm2mVersion, ObjectLinks, ObjectVersion, Operation, Path,
+    Protocol, Record, Registration, Registry, RequestId, ResponseCode, State, UpdateResult, Value,
 };
 
 /// The first line of a firmware image names its version:
@@ -104,16 +106,6 @@ impl PackageSink for HeadSink {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Observation {
-    id: RequestId,
-    path: Path,
-    format: ContentFormat,
-    sequence: u32,
-    last_sent: Instant,
-    dirty: bool,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum DownloadEnd {
     Complete,
@@ -147,8 +139,7 @@ pub struct SimDevice {
     registrations: u32,
     next_update: Instant,
     awake_until: Instant,
-    observations: Vec<Observation>,
-    attributes: Vec<(Path, Attributes)>,
+    observations: Observations<RequestId>,
     download: Option<Download>,
     pending_version: Option<String>,
     reboot_at: Option<Instant>,
@@ -188,8 +179,7 @@ impl SimDevice {
             registrations: 0,
             next_update: now,
             awake_until: now,
-            observations: Vec::new(),
-            attributes: Vec::new(),
+            observations: Observations::new(),
             download: None,
             pending_version: None,
             reboot_at: None,
@@ -257,16 +247,7 @@ impl SimDevice {
             consider(self.download.as_ref().map(|d| d.at));
             consider(self.reboot_at);
             consider(self.firmware.poll_timeout());
-            for observation in &self.observations {
-                let attributes = self.attributes_for(&observation.path);
-                if let Some(pmax) = attributes.pmax.filter(|p| *p > 0) {
-                    consider(Some(observation.last_sent + Duration::from_secs(u64::from(pmax))));
-                }
-                if observation.dirty {
-                    let pmin = u64::from(attributes.pmin.unwrap_or(0));
-                    consider(Some(observation.last_sent + Duration::from_secs(pmin)));
-                }
-            }
+            consider(self.observations.poll_timeout());
         }
         next
     }
@@ -296,7 +277,6 @@ impl SimDevice {
         self.registered = true;
         self.registrations += 1;
         self.observations.clear();
-        self.attributes.clear();
         self.next_update = now + self.profile.lifetime.mul_f32(0.9);
         let registration = self.registration();
         self.emit(now, ClientMessage::Register(registration));
@@ -371,30 +351,21 @@ impl SimDevice {
                 }
                 match self.encode(&path, accept) {
                     Ok((format, payload)) => {
-                        self.observations.retain(|o| o.path != path);
-                        self.observations.push(Observation {
-                            id,
-                            path,
-                            format,
-                            sequence: 0,
-                            last_sent: now,
-                            dirty: false,
-                        });
+                        self.observations.observe(id, path, format, now);
                         (ResponseCode::CONTENT, Some(format), payload)
                     }
                     Err(code) => empty(code),
                 }
             }
             Operation::CancelObservation { path } => {
-                self.observations.retain(|o| o.path != path);
+                self.observations.cancel(&path);
                 match self.encode(&path, None) {
                     Ok((format, payload)) => (ResponseCode::CONTENT, Some(format), payload),
                     Err(code) => empty(code),
                 }
             }
             Operation::WriteAttributes { path, attributes } => {
-                self.attributes.retain(|(p, _)| *p != path);
-                self.attributes.push((path, attributes));
+                self.observations.set_attributes(path, attributes);
                 empty(ResponseCode::CHANGED)
             }
             Operation::Write { path, format, payload } => empty(self.write(now, &path, format, &payload)),
@@ -523,39 +494,14 @@ impl SimDevice {
         Ok((format, Bytes::from(payload)))
     }
 
-    fn attributes_for(&self, path: &Path) -> Attributes {
-        self.attributes.iter().find(|(p, _)| p == path).map(|(_, a)| *a).unwrap_or_default()
-    }
-
-    fn notify(&mut self, now: Instant, index: usize) {
-        let (path, format) = (self.observations[index].path, self.observations[index].format);
-        let Ok((_, payload)) = self.encode(&path, Some(format)) else { return };
-        let observation = &mut self.observations[index];
-        observation.sequence += 1;
-        observation.last_sent = now;
-        observation.dirty = false;
-        let message =
-            ClientMessage::Notify { observation: observation.id, sequence: observation.sequence, format, payload };
-        self.emit(now, message);
-    }
-
-    /// Notifies each observation that covers a changed /5/0 resource once
-    /// (`changed` has bit R set for resource R).
-    fn resources_changed(&mut self, now: Instant, changed: u32) {
-        for index in 0..self.observations.len() {
-            let path = self.observations[index].path;
-            let covered = match path.resource_id() {
-                Some(r) => path.starts_with(&Path::instance(5, 0)) && r < 32 && changed & (1 << r) != 0,
-                None => Path::instance(5, 0).starts_with(&path),
-            };
-            if covered {
-                let pmin = u64::from(self.attributes_for(&path).pmin.unwrap_or(0));
-                if now >= self.observations[index].last_sent + Duration::from_secs(pmin) {
-                    self.notify(now, index);
-                } else {
-                    self.observations[index].dirty = true;
-                }
-            }
+    /// Sends the notifications due at `now` (`changed`: /5/0 resources that
+    /// changed, bit R for resource R).
+    fn notify_due(&mut self, now: Instant, changed: u32) {
+        for due in self.observations.due(now, changed) {
+            let Ok((_, payload)) = self.encode(&due.path, Some(due.format)) else { continue };
+            let message =
+                ClientMessage::Notify { observation: due.key, sequence: due.sequence, format: due.format, payload };
+            self.emit(now, message);
         }
     }
 
@@ -595,7 +541,7 @@ impl SimDevice {
             }
         }
         if changed != 0 {
-            self.resources_changed(now, changed);
+            self.notify_due(now, changed);
         }
     }
 
@@ -672,19 +618,7 @@ impl SimDevice {
         }
         let _ = self.firmware.handle_timeout(now);
         self.drain_firmware(now, images);
-        for index in 0..self.observations.len() {
-            let attributes = self.attributes_for(&self.observations[index].path);
-            let observation = &self.observations[index];
-            let pmax_due = attributes
-                .pmax
-                .filter(|p| *p > 0)
-                .is_some_and(|p| now >= observation.last_sent + Duration::from_secs(u64::from(p)));
-            let pmin_due = observation.dirty
-                && now >= observation.last_sent + Duration::from_secs(u64::from(attributes.pmin.unwrap_or(0)));
-            if pmax_due || pmin_due {
-                self.notify(now, index);
-            }
-        }
+        self.notify_due(now, 0);
     }
 
     /// The object versions this device registers with, for servers' tests.
