@@ -315,6 +315,9 @@ fn lwm2m_cbor_rules() {
         e(1, Kind::PathOutsideRequest { path: path("/5/0/3"), request: path("/3/0") })
     );
     assert_eq!(lwm2m("/", "a1 83 05 00 03 01 00"), e(6, Kind::TrailingBytes));
+    // A path twice, or a resource both whole and by instance.
+    assert_eq!(lwm2m("/", "a2 83 05 00 03 01 83 05 00 03 02"), e(6, Kind::ConflictingPaths(path("/5/0/3"))));
+    assert_eq!(lwm2m("/", "a2 84 05 00 08 00 01 83 05 00 08 02"), e(7, Kind::ConflictingPaths(path("/5/0/8/0"))));
     assert_eq!(lwm2m("/", "a1 83 05 00 03"), e(5, Kind::Truncated));
     assert_eq!(
         lwm2m("/", "a1 83 05 00 03 61 78"),

@@ -51,6 +51,10 @@ pub enum DecodeErrorKind {
         /// The repeated id.
         id: u16,
     },
+    /// A path given twice, or a resource given both whole and by instance
+    /// (LwM2M-CBOR).
+    #[error("path {0} given twice or both whole and by instance")]
+    ConflictingPaths(Path),
     /// A TLV of a kind that cannot stand at this place for this request path.
     #[error("{found} TLV not allowed here")]
     UnexpectedTlv {

@@ -36,6 +36,8 @@ struct Decoder<'a, 'r, 'o> {
     options: &'r DecodeOptions,
     out: &'o mut Vec<Record<'a>>,
     start_len: usize,
+    /// Where each record's key started, to report a repeated path.
+    key_offsets: Vec<usize>,
 }
 
 /// Decodes an LwM2M-CBOR payload answering `path`, appending its records to `out`.
@@ -50,12 +52,20 @@ pub fn decode_into<'a>(
     out: &mut Vec<Record<'a>>,
 ) -> Result<(), DecodeError> {
     let start_len = out.len();
-    let mut decoder = Decoder { reader: Reader::new(bytes), request: *path, registry, options, out, start_len };
+    let mut decoder = Decoder {
+        reader: Reader::new(bytes),
+        request: *path,
+        registry,
+        options,
+        out,
+        start_len,
+        key_offsets: Vec::new(),
+    };
     decoder.map(Path::ROOT, 0)?;
     if !decoder.reader.at_end() {
         return Err(decoder.reader.error(Kind::TrailingBytes));
     }
-    Ok(())
+    decoder.check_paths()
 }
 
 impl<'a> Decoder<'a, '_, '_> {
@@ -102,9 +112,30 @@ impl<'a> Decoder<'a, '_, '_> {
                 let value =
                     wire.typed(self.registry.data_type(&path)).map_err(|kind| DecodeError::new(value_offset, kind))?;
                 self.out.push(Record::new(path, value));
+                self.key_offsets.push(key_offset);
                 Ok(())
             }
         }
+    }
+
+    /// Refuses a path given twice, or a resource given both whole and by
+    /// instance (`{[5,0,3]: 1, [5,0,3]: 2}`): like TLV's duplicate ids, the
+    /// payload does not say which value holds.
+    fn check_paths(&self) -> Result<(), DecodeError> {
+        let records = &self.out[self.start_len..];
+        if records.windows(2).all(|w| w[0].path < w[1].path && !w[1].path.starts_with(&w[0].path)) {
+            return Ok(());
+        }
+        let mut order: Vec<usize> = (0..records.len()).collect();
+        order.sort_by_key(|&i| (records[i].path, self.key_offsets[i]));
+        for pair in order.windows(2) {
+            let (first, second) = (&records[pair[0]], &records[pair[1]]);
+            if second.path.starts_with(&first.path) {
+                let offset = self.key_offsets[pair[0]].max(self.key_offsets[pair[1]]);
+                return Err(DecodeError::new(offset, Kind::ConflictingPaths(second.path)));
+            }
+        }
+        Ok(())
     }
 
     /// Reads a key (an id or an array of ids) and appends it to `prefix`.
