@@ -341,9 +341,7 @@ struct Pending {
     message_id: u16,
     token: Vec<u8>,
     datagram: Vec<u8>,
-    next_send: Instant,
-    timeout: Duration,
-    sends: u32,
+    retransmission: coap::Retransmission,
     kind: Uplink,
 }
 
@@ -481,9 +479,7 @@ impl Device {
             message_id,
             token,
             datagram,
-            next_send: now + coap::ACK_TIMEOUT,
-            timeout: coap::ACK_TIMEOUT,
-            sends: 1,
+            retransmission: coap::Retransmission::new(now, coap::ACK_TIMEOUT),
             kind,
         });
     }
@@ -581,7 +577,7 @@ impl Device {
                 };
                 if packet.header.code == MessageClass::Empty {
                     // Empty ACK of a separate response: stop retransmitting, keep waiting.
-                    self.pending[index].sends = u32::MAX;
+                    self.pending[index].retransmission.acknowledge();
                     return;
                 }
                 let pending = self.pending.remove(index);
@@ -936,17 +932,11 @@ impl Device {
         let mut resend = Vec::new();
         let mut gave_up = Vec::new();
         for (i, pending) in self.pending.iter_mut().enumerate() {
-            if pending.sends == u32::MAX || now < pending.next_send {
-                continue;
+            match pending.retransmission.poll(now) {
+                coap::RetransmitAction::Wait => {}
+                coap::RetransmitAction::Resend => resend.push(pending.datagram.clone()),
+                coap::RetransmitAction::GiveUp => gave_up.push(i),
             }
-            if pending.sends > coap::MAX_RETRANSMIT {
-                gave_up.push(i);
-                continue;
-            }
-            pending.sends += 1;
-            pending.timeout *= 2;
-            pending.next_send = now + pending.timeout;
-            resend.push(pending.datagram.clone());
         }
         for datagram in resend {
             self.transmit(&datagram);

@@ -115,10 +115,7 @@ struct Pending {
     token: Vec<u8>,
     message_id: u16,
     datagram: Vec<u8>,
-    next_send: Instant,
-    timeout: Duration,
-    sends: u32,
-    acked: bool,
+    retransmission: coap::Retransmission,
     /// Push: the block as the task asked for it, split when the device wants smaller ones.
     push: Option<PushState>,
     observe: bool,
@@ -414,7 +411,7 @@ impl Server {
         };
         if packet.header.code == MessageClass::Empty {
             // Empty ACK: the response follows separately.
-            self.pending[index].acked = true;
+            self.pending[index].retransmission.acknowledge();
             return;
         }
         if packet.header.get_type() == MessageType::Confirmable {
@@ -577,10 +574,7 @@ impl Server {
             token,
             message_id,
             datagram,
-            next_send: now + timeout,
-            timeout,
-            sends: 1,
-            acked: false,
+            retransmission: coap::Retransmission::new(now, timeout),
             push,
             observe,
         });
@@ -636,17 +630,11 @@ impl Server {
         let mut failed = Vec::new();
         let mut resend = Vec::new();
         for (i, p) in self.pending.iter_mut().enumerate() {
-            if p.acked || now < p.next_send {
-                continue;
+            match p.retransmission.poll(now) {
+                coap::RetransmitAction::Wait => {}
+                coap::RetransmitAction::Resend => resend.push((p.device, p.datagram.clone())),
+                coap::RetransmitAction::GiveUp => failed.push(i),
             }
-            if p.sends > coap::MAX_RETRANSMIT {
-                failed.push(i);
-                continue;
-            }
-            p.sends += 1;
-            p.timeout *= 2;
-            p.next_send = now + p.timeout;
-            resend.push((p.device, p.datagram.clone()));
         }
         for (device, datagram) in resend {
             let _ = self.socket.send_to(&datagram, self.devices[device].addr);

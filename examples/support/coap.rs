@@ -6,12 +6,59 @@
 use std::time::Duration;
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
-use lwm2m_fota::model::{Block, ContentFormat, Path, ResponseCode};
+use lwm2m_fota::model::{Block, ContentFormat, Instant, Path, ResponseCode};
 
 /// RFC 7252 ACK_TIMEOUT.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// RFC 7252 MAX_RETRANSMIT.
 pub const MAX_RETRANSMIT: u32 = 4;
+
+/// RFC 7252 §4.2 retransmission state of one confirmable message: exponential
+/// back-off from a first timeout, giving up after [`MAX_RETRANSMIT`] resends.
+#[derive(Debug, Clone, Copy)]
+pub struct Retransmission {
+    next_send: Instant,
+    timeout: Duration,
+    sends: u32,
+    acked: bool,
+}
+
+/// What [`Retransmission::poll`] asks the caller to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetransmitAction {
+    /// Nothing yet: not due, or already acknowledged.
+    Wait,
+    /// Send the datagram again now.
+    Resend,
+    /// Every retransmission went unanswered: the exchange failed.
+    GiveUp,
+}
+
+impl Retransmission {
+    /// A message first sent at `now`, to be resent after `first_timeout`.
+    pub fn new(now: Instant, first_timeout: Duration) -> Self {
+        Self { next_send: now + first_timeout, timeout: first_timeout, sends: 1, acked: false }
+    }
+
+    /// An empty ACK arrived: stop retransmitting and wait for the separate response.
+    pub fn acknowledge(&mut self) {
+        self.acked = true;
+    }
+
+    /// Advances the back-off at `now`.
+    pub fn poll(&mut self, now: Instant) -> RetransmitAction {
+        if self.acked || now < self.next_send {
+            return RetransmitAction::Wait;
+        }
+        if self.sends > MAX_RETRANSMIT {
+            return RetransmitAction::GiveUp;
+        }
+        self.sends += 1;
+        self.timeout *= 2;
+        self.next_send = now + self.timeout;
+        RetransmitAction::Resend
+    }
+}
 
 /// A request packet.
 pub fn request(kind: MessageType, method: RequestType, message_id: u16, token: &[u8]) -> Packet {
