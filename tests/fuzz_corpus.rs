@@ -180,12 +180,22 @@ fn check_records(format: ContentFormat, path: &Path, payload: &[u8]) {
     // leave the vector as it was on error.
     let sentinel = Record::new(Path::resource(0, 0, 0), Value::Boolean(true));
     let mut out = vec![sentinel.clone()];
-    if codec::decode_into(format, path, payload, registry, &options, &mut out).is_err() {
+    let collected = codec::decode_into(format, path, payload, registry, &options, &mut out);
+    // The streaming decoder agrees: the same error, or the same records in
+    // the same order (before an error it may have seen a prefix of them).
+    let mut streamed = Vec::new();
+    let streaming = codec::decode_each(format, path, payload, registry, &options, |r| streamed.push(r));
+    assert_eq!(streaming, collected, "{format} decode_each and decode_into disagree on {}", hex(payload));
+    if collected.is_err() {
         assert_eq!(out, [sentinel], "{format} decode_into changed the output vector on error");
         return;
     }
     assert_eq!(out[0], sentinel, "{format} decode_into overwrote a record already in the output vector");
     let first = &out[1..];
+    assert!(
+        same_records(&streamed, first, false),
+        "{format} decode_each saw other records than decode_into\nstreamed: {streamed:?}\ncollected: {first:?}"
+    );
 
     let mut encoded = Vec::new();
     match codec::encode(format, path, first, registry, &mut encoded) {

@@ -1,6 +1,7 @@
 //! Property tests: for every codec, decode(encode(records)) == records over
 //! arbitrary model-valid records (every data type, single and multiple
-//! resources, 8- and 16-bit ids, known and unknown objects, SenML times).
+//! resources, 8- and 16-bit ids, known and unknown objects, SenML times), and
+//! `decode_each` sees exactly what `decode` returns.
 
 mod common;
 
@@ -20,6 +21,11 @@ fn round_trip(
         .map_err(|e| TestCaseError::fail(format!("{format} encode at {path}: {e}")))?;
     let decoded = codec::decode(format, path, &payload, &registry, &DecodeOptions::default())
         .map_err(|e| TestCaseError::fail(format!("{format} decode at {path}: {e}; payload {payload:02x?}")))?;
+    // The streaming decoder sees the same records in the same order.
+    let mut streamed = Vec::new();
+    codec::decode_each(format, path, &payload, &registry, &DecodeOptions::default(), |r| streamed.push(r))
+        .map_err(|e| TestCaseError::fail(format!("{format} decode_each at {path}: {e}")))?;
+    prop_assert_eq!(&streamed, &decoded);
     Ok(decoded.into_iter().map(Record::into_owned).collect())
 }
 

@@ -127,6 +127,58 @@ pub fn decode_into<'a>(
     result
 }
 
+/// Decodes a payload of `format` that answers `path`, handing each record to
+/// `each` in payload order instead of collecting them.
+///
+/// SenML-CBOR, SenML-JSON, TLV and the single-value formats stream: nothing is
+/// allocated per record. LwM2M-CBOR and LwM2M JSON are checked as a whole
+/// (a path given twice is only an error once the payload is read), so they
+/// decode into a vector first.
+///
+/// ```
+/// use lwm2m_fota::codec::{self, DecodeOptions};
+/// use lwm2m_fota::model::{ContentFormat, Path, Registry, Value};
+/// // State 1 and Update Result 0 of /5/0 in TLV.
+/// let payload = [0xc1, 0x03, 0x01, 0xc1, 0x05, 0x00];
+/// let mut state = None;
+/// codec::decode_each(ContentFormat::Tlv, &Path::instance(5, 0), &payload, &Registry::builtin(),
+///                    &DecodeOptions::default(), |record| {
+///     if record.path == Path::resource(5, 0, 3) {
+///         state = record.value.as_i64();
+///     }
+/// })?;
+/// assert_eq!(state, Some(1));
+/// # Ok::<(), lwm2m_fota::codec::DecodeError>(())
+/// ```
+///
+/// # Errors
+/// A [`DecodeError`] with the byte offset of the first problem; `each` has
+/// then seen the records before it, so a caller that must not act on part of
+/// a payload collects what it learns and applies it only on success.
+pub fn decode_each<'a>(
+    format: ContentFormat,
+    path: &Path,
+    payload: &'a [u8],
+    registry: &Registry,
+    options: &DecodeOptions,
+    mut each: impl FnMut(Record<'a>),
+) -> Result<(), DecodeError> {
+    match format {
+        ContentFormat::Tlv => tlv::decode_each(path, payload, registry, options, each),
+        ContentFormat::SenmlCbor => senml_cbor::decode_each(path, payload, registry, options, each),
+        ContentFormat::SenmlJson => senml_json::decode_each(path, payload, registry, options, each),
+        ContentFormat::Text => text::decode(path, payload, registry).map(each),
+        ContentFormat::Opaque => opaque::decode(path, payload, registry).map(each),
+        ContentFormat::Cbor => cbor::decode(path, payload, registry, options).map(each),
+        _ => {
+            let mut records = Vec::new();
+            decode_into(format, path, payload, registry, options, &mut records)?;
+            records.into_iter().for_each(&mut each);
+            Ok(())
+        }
+    }
+}
+
 /// Encodes `records` as a payload of `format` answering `path`, appending to `buf`.
 ///
 /// # Errors

@@ -39,13 +39,30 @@ pub fn decode_into<'a>(
     options: &DecodeOptions,
     out: &mut Vec<Record<'a>>,
 ) -> Result<(), DecodeError> {
-    let start_len = out.len();
+    decode_each(path, bytes, registry, options, |record| out.push(record))
+}
+
+/// Decodes a pack answering `path`, handing each record to `each` in pack order
+/// instead of collecting them; nothing is allocated per record.
+///
+/// # Errors
+/// A [`DecodeError`] with the offset of the first problem; `each` has then
+/// seen the records before it.
+pub fn decode_each<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+    registry: &Registry,
+    options: &DecodeOptions,
+    mut each: impl FnMut(Record<'a>),
+) -> Result<(), DecodeError> {
     let mut context = Context::default();
+    let mut count = 0usize;
     for_each_record(bytes, options, |raw, offset| {
-        if out.len() - start_len >= options.max_records {
+        if count >= options.max_records {
             return Err(DecodeError::new(offset, Kind::TooManyRecords { limit: options.max_records }));
         }
-        out.push(context.record(raw, offset, path, registry)?);
+        count += 1;
+        each(context.record(raw, offset, path, registry)?);
         Ok(())
     })
 }

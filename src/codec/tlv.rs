@@ -77,12 +77,12 @@ fn read_header(bytes: &[u8], pos: usize, end: usize) -> Result<Header, DecodeErr
     Ok(Header { kind, id, start: pos, value_start: header_end, value_end: header_end + length })
 }
 
-struct Decoder<'a, 'r, 'o> {
+struct Decoder<'a, 'r, F> {
     bytes: &'a [u8],
     registry: &'r Registry,
     max_records: usize,
-    out: &'o mut Vec<Record<'a>>,
-    start_len: usize,
+    each: F,
+    count: usize,
 }
 
 /// Decodes a TLV payload answering `path`, appending its records to `out`.
@@ -102,8 +102,23 @@ pub fn decode_into<'a>(
     options: &DecodeOptions,
     out: &mut Vec<Record<'a>>,
 ) -> Result<(), DecodeError> {
-    let start_len = out.len();
-    let mut decoder = Decoder { bytes, registry, max_records: options.max_records, out, start_len };
+    decode_each(path, bytes, registry, options, |record| out.push(record))
+}
+
+/// Decodes a TLV payload answering `path` as [`decode_into`] does, handing
+/// each record to `each` in payload order instead of collecting them.
+///
+/// # Errors
+/// A [`DecodeError`] with the offset of the first problem; `each` has then
+/// seen the records before it.
+pub fn decode_each<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+    registry: &Registry,
+    options: &DecodeOptions,
+    each: impl FnMut(Record<'a>),
+) -> Result<(), DecodeError> {
+    let mut decoder = Decoder { bytes, registry, max_records: options.max_records, each, count: 0 };
     let end = bytes.len();
     match *path.segments() {
         [] => Err(DecodeError::new(0, Kind::UnsupportedPath { format: ContentFormat::Tlv, path: *path })),
@@ -200,7 +215,7 @@ impl Siblings {
     }
 }
 
-impl<'a> Decoder<'a, '_, '_> {
+impl<'a, F: FnMut(Record<'a>)> Decoder<'a, '_, F> {
     fn object(&mut self, object: u16, start: usize, end: usize) -> Result<(), DecodeError> {
         let mut siblings = Siblings::default();
         let mut pos = start;
@@ -259,11 +274,12 @@ impl<'a> Decoder<'a, '_, '_> {
     }
 
     fn leaf(&mut self, path: Path, data_type: Option<DataType>, header: &Header) -> Result<(), DecodeError> {
-        if self.out.len() - self.start_len >= self.max_records {
+        if self.count >= self.max_records {
             return Err(DecodeError::new(header.start, Kind::TooManyRecords { limit: self.max_records }));
         }
         let value = decode_value(data_type, &self.bytes[header.value_start..header.value_end], header.value_start)?;
-        self.out.push(Record::new(path, value));
+        self.count += 1;
+        (self.each)(Record::new(path, value));
         Ok(())
     }
 }

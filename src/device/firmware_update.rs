@@ -678,7 +678,8 @@ impl FirmwareUpdate {
             return Err(ResponseCode::NOT_FOUND);
         }
         let Some(resource) = path.resource_id() else {
-            let mut records = Vec::new();
+            // At most 14 resources, 6 of them protocol instances: one allocation.
+            let mut records = Vec::with_capacity(20);
             for def in crate::model::builtin::firmware_update(self.config.version).resources() {
                 if def.operations.read {
                     self.push_resource(def.id, &mut records);
@@ -692,7 +693,7 @@ impl FirmwareUpdate {
         if !def.operations.read {
             return Err(ResponseCode::METHOD_NOT_ALLOWED);
         }
-        let mut records = Vec::new();
+        let mut records = Vec::with_capacity(if resource == 8 { 6 } else { 1 });
         self.push_resource(resource, &mut records);
         if let Some(instance) = path.resource_instance_id() {
             records.retain(|r| r.path.resource_instance_id() == Some(instance));

@@ -10,8 +10,8 @@ use super::config::{Delivery, Strategy, UpgradeConfig};
 use super::outcome::{Failure, Outcome, Step, TaskEvent};
 use crate::codec::{self, DecodeOptions};
 use crate::model::{
-    Block, ContentFormat, DeliveryMethod, Instant, ObjectVersion, Operation, Path, Protocol, ProtocolSet, Record,
-    Registration, Registry, RequestId, ResponseCode, State, UpdateResult, Value,
+    Block, ContentFormat, DeliveryMethod, Instant, ObjectVersion, Operation, Path, Protocol, ProtocolSet, Registration,
+    Registry, RequestId, ResponseCode, State, UpdateResult, Value,
 };
 
 /// What the server knows of a device without asking it (U6).
@@ -678,59 +678,67 @@ impl UpgradeTask {
         }
     }
 
-    fn apply_payload(&mut self, now: Instant, format: ContentFormat, path: &Path, payload: &[u8]) {
-        let registry = Registry::builtin();
-        let Ok(records) = codec::decode(format, path, payload, &registry, &DecodeOptions::default()) else {
+    fn apply_payload(&mut self, _now: Instant, format: ContentFormat, requested: &Path, payload: &[u8]) {
+        // What the payload says, gathered record by record (nothing is
+        // allocated) and applied only if the whole payload decodes.
+        let mut state = None;
+        let mut result = None;
+        let mut protocols = ProtocolSet::EMPTY;
+        let mut protocol_records = false;
+        let mut delivery = None;
+        let mut version = None;
+        let decoded =
+            codec::decode_each(format, requested, payload, &Registry::builtin(), &DecodeOptions::default(), |record| {
+                let path = record.path;
+                if path == Path::resource(5, 0, 3) {
+                    if let Some(code) = record.value.as_i64().and_then(State::from_code) {
+                        state = Some(code);
+                    }
+                } else if path == Path::resource(5, 0, 5) {
+                    if let Some(code) = record.value.as_i64() {
+                        result = Some(UpdateResult::from_code(code));
+                    }
+                } else if path.starts_with(&Path::resource(5, 0, 8)) {
+                    protocol_records = true;
+                    if let Some(protocol) = record.value.as_i64().and_then(Protocol::from_code) {
+                        protocols = protocols.with(protocol);
+                    }
+                } else if path == Path::resource(5, 0, 9) {
+                    delivery = Some(record.value.as_i64().and_then(DeliveryMethod::from_code));
+                } else if path == Path::resource(3, 0, 3) {
+                    if let Value::String(text) = record.value {
+                        version = Some(text);
+                    }
+                }
+            });
+        if decoded.is_err() {
             // Undecodable: treat as no information; the step deadline covers it.
             return;
-        };
-        self.apply_records(now, &records, path);
-    }
-
-    fn apply_records(&mut self, _now: Instant, records: &[Record<'_>], requested: &Path) {
-        let mut protocols = ProtocolSet::EMPTY;
-        let mut saw_protocols = requested.starts_with(&Path::resource(5, 0, 8)) || *requested == Path::instance(5, 0);
-        let mut state_seen = false;
-        let mut batch_version = None;
-        for record in records {
-            let path = record.path;
-            if path == Path::resource(5, 0, 3) {
-                if let Some(state) = record.value.as_i64().and_then(State::from_code) {
-                    self.state = Some(state);
-                    state_seen = true;
-                }
-            } else if path == Path::resource(5, 0, 5) {
-                if let Some(code) = record.value.as_i64() {
-                    self.result = Some(UpdateResult::from_code(code));
-                    state_seen = true;
-                }
-            } else if path.starts_with(&Path::resource(5, 0, 8)) {
-                saw_protocols = true;
-                if let Some(protocol) = record.value.as_i64().and_then(Protocol::from_code) {
-                    protocols = protocols.with(protocol);
-                }
-            } else if path == Path::resource(5, 0, 9) {
-                self.delivery_method = record.value.as_i64().and_then(DeliveryMethod::from_code);
-            } else if path == Path::resource(3, 0, 3) {
-                if let Value::String(version) = &record.value {
-                    batch_version = Some(version);
-                }
-            }
         }
+        let state_seen = state.is_some() || result.is_some();
+        if let Some(state) = state {
+            self.state = Some(state);
+        }
+        if let Some(result) = result {
+            self.result = Some(result);
+        }
+        if let Some(delivery) = delivery {
+            self.delivery_method = delivery;
+        }
+        let saw_protocols =
+            protocol_records || requested.starts_with(&Path::resource(5, 0, 8)) || *requested == Path::instance(5, 0);
         if saw_protocols {
             // Absent /5/0/8: only CoAP is safe (object5.md §5).
-            self.protocols = Some(
-                if protocols.is_empty() && !records.iter().any(|r| r.path.starts_with(&Path::resource(5, 0, 8))) {
-                    ProtocolSet::EMPTY.with(Protocol::Coap)
-                } else {
-                    protocols
-                },
-            );
+            self.protocols = Some(if protocols.is_empty() && !protocol_records {
+                ProtocolSet::EMPTY.with(Protocol::Coap)
+            } else {
+                protocols
+            });
         }
         // A version counts only once the update is over: one sent along with
         // Idle + Update Result 1, or read while verifying. An earlier one (a
         // device rebooting mid-install still runs the old image) proves nothing.
-        if let Some(version) = batch_version {
+        if let Some(version) = version {
             let finished = self.state == Some(State::Idle) && self.result == Some(UpdateResult::Success);
             if self.step == Step::Verifying || (finished && state_seen) {
                 self.version = Some(String::from(version.as_ref()));

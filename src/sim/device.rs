@@ -226,12 +226,8 @@ impl SimDevice {
 
     /// The next uplink to send.
     pub fn poll_message(&mut self) -> Option<ClientMessage> {
-        let message = self.outbox.pop_front();
-        if message.is_none() && self.outbox.capacity() > 0 {
-            // A million idle devices should not each keep a buffer.
-            self.outbox = VecDeque::new();
-        }
-        message
+        // The buffer is kept: a fleet holds only the devices being upgraded.
+        self.outbox.pop_front()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must run next.

@@ -76,148 +76,257 @@ pub struct FleetReport {
     pub task_bytes: usize,
 }
 
+/// A member's place in the simulation: its slot and the slot's generation,
+/// so that an event for an upgrade that has ended is recognised as stale once
+/// the slot holds another device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MemberRef {
+    slot: u32,
+    generation: u32,
+}
+
 #[derive(Debug)]
 enum Event {
-    DeviceTimer(u32),
-    TaskTimer(u32),
+    DeviceTimer(MemberRef),
+    TaskTimer(MemberRef),
     /// A request reaches a device.
-    Downlink(u32, RequestId),
-    /// A device message reaches the server.
-    Uplink(u32, Box<ClientMessage>),
+    Downlink(MemberRef, RequestId),
+    /// A device message (held in the uplink store) reaches the server.
+    Uplink(MemberRef, u32),
     /// A confirmable request's retransmission timer.
-    Retransmit(u32, RequestId, u8),
+    Retransmit(MemberRef, RequestId, u8),
     /// A confirmable uplink's retransmission (the device resends it).
-    UplinkRetransmit(u32, Box<ClientMessage>, u8),
+    UplinkRetransmit(MemberRef, u32, u8),
+    /// Taken back before it was due.
+    Cancelled,
 }
 
-/// Heap entries ordered by time, then insertion.
-struct Scheduled(Instant, u64, Event);
+/// An event in the queue, to cancel it by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EventHandle {
+    node: u32,
+    seq: u64,
+}
 
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.0, self.1) == (other.0, other.1)
-    }
+const NIL: u32 = u32::MAX;
+
+/// One queued event in the queue's arena.
+#[derive(Debug)]
+struct Node {
+    /// Insertion number (ties in time come out in insertion order); 0 while
+    /// the node is free.
+    seq: u64,
+    /// Next node of the free list.
+    next: u32,
+    event: Event,
 }
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.0, self.1).cmp(&(other.0, other.1))
-    }
-}
+
+/// Heap keys: time, insertion number, node.
+type Key = Reverse<(Instant, u64, u32)>;
 
 /// The simulation's event queue: a timing wheel of `BUCKETS` buckets of
 /// `BUCKET_MS` each, with a binary heap for the bucket being run and one for
 /// events beyond the wheel. Events come out exactly as from one binary heap
-/// ordered by (time, insertion), at a fraction of the cost for millions of
-/// pending events.
+/// ordered by (time, insertion). Events live in an arena and buckets hold only
+/// their keys, in vectors recycled through a pool, so after warm-up nothing is
+/// allocated per event. An event can be cancelled: it is then dropped when it
+/// comes up, without waking anything.
 struct EventQueue {
-    current: BinaryHeap<Reverse<Scheduled>>,
-    buckets: Vec<Vec<Scheduled>>,
+    nodes: Vec<Node>,
+    free: u32,
+    buckets: Vec<Vec<Key>>,
+    /// Emptied bucket vectors, kept for reuse.
+    pool: Vec<Vec<Key>>,
+    current: BinaryHeap<Key>,
     /// Absolute number of the bucket `current` holds.
     cursor: u64,
-    far: BinaryHeap<Reverse<Scheduled>>,
+    far: BinaryHeap<Key>,
+    /// Events in buckets, `current` and `far`, cancelled ones included.
     len: usize,
+    seq: u64,
 }
 
 const BUCKET_MS: u64 = 16;
-const BUCKETS: u64 = 1 << 17;
+/// The largest bucket vector kept for reuse.
+const POOLED_CAPACITY: usize = 64;
+const BUCKETS: u64 = 1 << 16;
 
 impl EventQueue {
     fn new() -> EventQueue {
         EventQueue {
-            current: BinaryHeap::new(),
+            nodes: Vec::new(),
+            free: NIL,
             buckets: (0..BUCKETS).map(|_| Vec::new()).collect(),
+            pool: Vec::new(),
+            current: BinaryHeap::new(),
             cursor: 0,
             far: BinaryHeap::new(),
             len: 0,
+            seq: 0,
         }
     }
 
-    fn push(&mut self, entry: Scheduled) {
+    fn push(&mut self, at: Instant, event: Event) -> EventHandle {
         self.len += 1;
-        let bucket = entry.0.as_millis() / BUCKET_MS;
-        if bucket <= self.cursor {
-            self.current.push(Reverse(entry));
-        } else if bucket < self.cursor + BUCKETS {
-            self.buckets[(bucket % BUCKETS) as usize].push(entry);
+        self.seq += 1;
+        let seq = self.seq;
+        let node = Node { seq, next: NIL, event };
+        let index = if self.free == NIL {
+            self.nodes.push(node);
+            (self.nodes.len() - 1) as u32
         } else {
-            self.far.push(Reverse(entry));
+            let index = self.free;
+            let slot = &mut self.nodes[index as usize];
+            self.free = slot.next;
+            *slot = node;
+            index
+        };
+        self.place(Reverse((at, seq, index)));
+        EventHandle { node: index, seq }
+    }
+
+    /// Puts a key in its bucket, the current heap or the far heap.
+    fn place(&mut self, key: Key) {
+        let bucket = key.0.0.as_millis() / BUCKET_MS;
+        if bucket <= self.cursor {
+            self.current.push(key);
+        } else if bucket < self.cursor + BUCKETS {
+            let keys = &mut self.buckets[(bucket % BUCKETS) as usize];
+            if keys.capacity() == 0 {
+                if let Some(recycled) = self.pool.pop() {
+                    *keys = recycled;
+                }
+            }
+            keys.push(key);
+        } else {
+            self.far.push(key);
         }
     }
 
-    fn pop(&mut self) -> Option<Scheduled> {
-        while self.current.is_empty() {
-            if self.len == 0 {
-                return None;
-            }
-            self.cursor += 1;
-            let slot = &mut self.buckets[(self.cursor % BUCKETS) as usize];
-            if !slot.is_empty() {
-                let entries = std::mem::take(slot);
-                self.current.extend(entries.into_iter().map(Reverse));
-            }
-            // Far events that now fall inside the wheel's window.
-            while let Some(Reverse(entry)) = self.far.peek() {
-                let bucket = entry.0.as_millis() / BUCKET_MS;
-                if bucket >= self.cursor + BUCKETS {
-                    break;
-                }
-                let Some(Reverse(entry)) = self.far.pop() else { break };
-                if bucket <= self.cursor {
-                    self.current.push(Reverse(entry));
-                } else {
-                    self.buckets[(bucket % BUCKETS) as usize].push(entry);
-                }
-            }
-            if self.current.is_empty() && self.buckets_empty_hint() {
-                // Jump straight to the next far event instead of scanning.
-                if let Some(Reverse(entry)) = self.far.peek() {
-                    self.cursor = (entry.0.as_millis() / BUCKET_MS).saturating_sub(1);
-                }
+    /// Takes back a queued event; a handle to one already run does nothing.
+    fn cancel(&mut self, handle: EventHandle) {
+        if let Some(node) = self.nodes.get_mut(handle.node as usize) {
+            if node.seq == handle.seq {
+                node.event = Event::Cancelled;
             }
         }
-        self.len -= 1;
-        self.current.pop().map(|Reverse(entry)| entry)
     }
 
-    /// True when only far events remain (the wheel holds nothing).
-    fn buckets_empty_hint(&self) -> bool {
-        self.len == self.far.len()
+    fn pop(&mut self) -> Option<(Instant, Event)> {
+        loop {
+            while self.current.is_empty() {
+                if self.len == 0 {
+                    return None;
+                }
+                self.advance();
+            }
+            let Reverse((at, _, index)) = self.current.pop()?;
+            self.len -= 1;
+            let node = &mut self.nodes[index as usize];
+            node.seq = 0;
+            node.next = self.free;
+            self.free = index;
+            match std::mem::replace(&mut node.event, Event::Cancelled) {
+                Event::Cancelled => continue,
+                event => return Some((at, event)),
+            }
+        }
+    }
+
+    /// Moves the cursor to the next bucket and loads it into `current`.
+    fn advance(&mut self) {
+        self.cursor += 1;
+        let slot = (self.cursor % BUCKETS) as usize;
+        if !self.buckets[slot].is_empty() {
+            let mut keys = std::mem::take(&mut self.buckets[slot]);
+            self.current.extend(keys.drain(..));
+            // Small vectors are kept for the next buckets; a large one (a
+            // burst) is freed rather than held by a bucket that needs little.
+            if keys.capacity() <= POOLED_CAPACITY {
+                self.pool.push(keys);
+            }
+        }
+        // Far events that now fall inside the wheel's window.
+        while let Some(&Reverse((at, _, _))) = self.far.peek() {
+            if at.as_millis() / BUCKET_MS >= self.cursor + BUCKETS {
+                break;
+            }
+            let Some(key) = self.far.pop() else { break };
+            self.place(key);
+        }
+        if self.current.is_empty() && self.len == self.far.len() {
+            // Only far events remain: jump to the next one instead of scanning.
+            if let Some(&Reverse((at, _, _))) = self.far.peek() {
+                self.cursor = self.cursor.max((at.as_millis() / BUCKET_MS).saturating_sub(1));
+            }
+        }
+    }
+}
+
+/// Uplinks in flight, each stored once and named by an index in events.
+#[derive(Default)]
+struct UplinkStore {
+    messages: Vec<Option<ClientMessage>>,
+    free: Vec<u32>,
+}
+
+impl UplinkStore {
+    fn insert(&mut self, message: ClientMessage) -> u32 {
+        match self.free.pop() {
+            Some(index) => {
+                self.messages[index as usize] = Some(message);
+                index
+            }
+            None => {
+                self.messages.push(Some(message));
+                (self.messages.len() - 1) as u32
+            }
+        }
+    }
+
+    fn take(&mut self, index: u32) -> Option<ClientMessage> {
+        let message = self.messages.get_mut(index as usize)?.take();
+        if message.is_some() {
+            self.free.push(index);
+        }
+        message
     }
 }
 
 /// A request in flight from the server, retransmitted until answered.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Outstanding {
     id: RequestId,
     operation: Operation,
-    answered: bool,
+    retransmit: Option<EventHandle>,
 }
 
 struct Member {
     device: SimDevice,
     task: UpgradeTask,
-    outstanding: Option<Box<Outstanding>>,
-    device_timer: Option<Instant>,
-    task_timer: Option<Instant>,
+    outstanding: Option<Outstanding>,
+    device_timer: Option<(Instant, EventHandle)>,
+    task_timer: Option<(Instant, EventHandle)>,
     started_at: Instant,
+}
+
+/// A place for one running upgrade; slots are reused as upgrades end.
+struct Slot {
+    generation: u32,
+    member: Option<Member>,
 }
 
 /// The simulation.
 #[allow(missing_debug_implementations)]
 pub struct Fleet {
     config: FleetConfig,
-    /// One slot per device: `None` before its upgrade starts and after it ends.
-    members: Vec<Option<Box<Member>>>,
+    /// The running upgrades, stored densely (at most the concurrency limit).
+    slots: Vec<Slot>,
+    free_slots: Vec<u32>,
     images: ImageStore,
     image: Bytes,
     queue: EventQueue,
-    seq: u64,
+    uplinks: UplinkStore,
     rng: Rng,
     now: Instant,
     report: FleetReport,
@@ -241,11 +350,12 @@ impl Fleet {
         let mut fleet = Fleet {
             rng: Rng::derive(config.seed, u64::MAX),
             config,
-            members: (0..devices).map(|_| None).collect(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
             images,
             image,
             queue: EventQueue::new(),
-            seq: 0,
+            uplinks: UplinkStore::default(),
             now: Instant::ZERO,
             report: FleetReport::default(),
             durations: Vec::with_capacity(devices),
@@ -262,29 +372,39 @@ impl Fleet {
     /// Starts upgrades while the concurrency limit allows.
     fn start_more(&mut self) {
         let limit = if self.config.concurrency == 0 { usize::MAX } else { self.config.concurrency };
-        while self.active < limit && self.next_to_start < self.members.len() {
+        while self.active < limit && self.next_to_start < self.config.devices {
             let i = self.next_to_start;
             self.next_to_start += 1;
             self.active += 1;
             let profile = self.config.profile.for_device(self.config.seed, i as u64);
             let mut task = UpgradeTask::new(self.config.upgrade.clone());
             let _ = task.start(self.now);
-            self.members[i] = Some(Box::new(Member {
+            let member = Member {
                 device: SimDevice::new(i as u64, profile, self.config.seed, &self.config.initial_version, self.now),
                 task,
                 outstanding: None,
                 device_timer: None,
                 task_timer: None,
                 started_at: self.now,
-            }));
-            self.after_task(i as u32);
-            self.after_device(i as u32);
+            };
+            let at = match self.free_slots.pop() {
+                Some(slot) => {
+                    let entry = &mut self.slots[slot as usize];
+                    entry.member = Some(member);
+                    MemberRef { slot, generation: entry.generation }
+                }
+                None => {
+                    self.slots.push(Slot { generation: 0, member: Some(member) });
+                    MemberRef { slot: (self.slots.len() - 1) as u32, generation: 0 }
+                }
+            };
+            self.after_task(at);
+            self.after_device(at);
         }
     }
 
-    fn schedule(&mut self, at: Instant, event: Event) {
-        self.seq += 1;
-        self.queue.push(Scheduled(at, self.seq, event));
+    fn schedule(&mut self, at: Instant, event: Event) -> EventHandle {
+        self.queue.push(at, event)
     }
 
     /// Tasks finished so far.
@@ -295,9 +415,9 @@ impl Fleet {
     /// Runs until every task has ended or nothing is left to happen, calling
     /// `progress(finished, total)` now and then. Returns the report.
     pub fn run(mut self, mut progress: impl FnMut(usize, usize)) -> FleetReport {
-        let total = self.members.len();
+        let total = self.config.devices;
         let mut steps: u64 = 0;
-        while let Some(Scheduled(at, _, event)) = self.queue.pop() {
+        while let Some((at, event)) = self.queue.pop() {
             if self.finished == total {
                 break;
             }
@@ -314,8 +434,8 @@ impl Fleet {
 
     fn report(mut self) -> FleetReport {
         // Tasks still running when nothing was left to happen are stuck.
-        self.report.stuck = self.members.iter().filter(|m| m.is_some()).count() as u64
-            + (self.members.len() - self.next_to_start) as u64;
+        self.report.stuck = self.slots.iter().filter(|s| s.member.is_some()).count() as u64
+            + (self.config.devices - self.next_to_start) as u64;
         let durations = &mut self.durations;
         durations.sort_unstable();
         let pick = |q: f64| -> f64 {
@@ -329,59 +449,67 @@ impl Fleet {
         self.report
     }
 
-    fn member(&mut self, i: u32) -> Option<&mut Member> {
-        self.members[i as usize].as_deref_mut()
+    /// The member `at` names, unless its upgrade has ended.
+    fn member(&mut self, at: MemberRef) -> Option<&mut Member> {
+        member_in(&mut self.slots, at)
     }
 
     fn dispatch(&mut self, event: Event) {
         let now = self.now;
         match event {
-            Event::DeviceTimer(i) => {
-                let Some(member) = self.members[i as usize].as_deref_mut() else { return };
-                if member.device_timer.is_some_and(|t| t <= now) {
+            Event::DeviceTimer(at) => {
+                let images = &self.images;
+                let Some(member) = member_in(&mut self.slots, at) else { return };
+                if member.device_timer.is_some_and(|(t, _)| t <= now) {
                     member.device_timer = None;
-                    member.device.handle_timeout(now, &self.images);
+                    member.device.handle_timeout(now, images);
                 }
-                self.after_device(i);
+                self.after_device(at);
             }
-            Event::TaskTimer(i) => {
-                let Some(member) = self.member(i) else { return };
-                if member.task_timer.is_some_and(|t| t <= now) {
+            Event::TaskTimer(at) => {
+                let Some(member) = self.member(at) else { return };
+                if member.task_timer.is_some_and(|(t, _)| t <= now) {
                     member.task_timer = None;
                     let _ = member.task.handle_timeout(now);
                 }
-                self.after_task(i);
+                self.after_task(at);
             }
-            Event::Downlink(i, id) => {
+            Event::Downlink(at, id) => {
                 let images = &self.images;
-                let Some(member) = self.members[i as usize].as_deref_mut() else { return };
-                if let Some(outstanding) = member.outstanding.as_ref().filter(|o| o.id == id) {
-                    let operation = outstanding.operation.clone();
-                    member.device.handle(now, id, operation, images);
-                }
-                self.after_device(i);
+                let Some(member) = member_in(&mut self.slots, at) else { return };
+                let Some(outstanding) = member.outstanding.as_ref().filter(|o| o.id == id) else { return };
+                let operation = outstanding.operation.clone();
+                member.device.handle(now, id, operation, images);
+                self.after_device(at);
             }
-            Event::Uplink(i, message) => self.uplink(i, *message),
-            Event::Retransmit(i, id, attempt) => {
-                let Some(member) = self.member(i) else { return };
-                let pending = member.outstanding.as_ref().is_some_and(|o| o.id == id && !o.answered);
-                if !pending {
-                    return;
+            Event::Uplink(at, message) => {
+                if let Some(message) = self.uplinks.take(message) {
+                    self.uplink(at, message);
                 }
+            }
+            Event::Retransmit(at, id, attempt) => {
+                let Some(member) = self.member(at) else { return };
+                let Some(outstanding) = member.outstanding.as_mut().filter(|o| o.id == id) else { return };
+                outstanding.retransmit = None;
                 if attempt > MAX_RETRANSMIT {
                     member.outstanding = None;
                     let _ = member.task.handle(now, TaskInput::TransportFailure { id });
-                    self.after_task(i);
+                    self.after_task(at);
                 } else {
-                    self.send_downlink(i, id, attempt);
+                    self.send_downlink(at, id, attempt);
                 }
             }
-            Event::UplinkRetransmit(i, message, attempt) => self.send_uplink(i, *message, attempt),
+            Event::UplinkRetransmit(at, message, attempt) => {
+                if let Some(message) = self.uplinks.take(message) {
+                    self.send_uplink(at, message, attempt);
+                }
+            }
+            Event::Cancelled => {}
         }
     }
 
-    fn link(&self, i: u32, down: bool) -> LinkParams {
-        match self.members[i as usize].as_deref() {
+    fn link(&self, at: MemberRef, down: bool) -> LinkParams {
+        match self.slots[at.slot as usize].member.as_ref() {
             Some(member) => {
                 let profile = member.device.profile();
                 if down { profile.downlink } else { profile.uplink }
@@ -390,19 +518,22 @@ impl Fleet {
         }
     }
 
-    fn send_downlink(&mut self, i: u32, id: RequestId, attempt: u8) {
+    fn send_downlink(&mut self, at: MemberRef, id: RequestId, attempt: u8) {
         self.report.downlinks += 1;
-        let link = self.link(i, true);
+        let link = self.link(at, true);
         let timeout = ACK_TIMEOUT * (1u32 << attempt);
         if !self.rng.chance(link.loss_ppm) {
             let delay = self.delay(&link);
-            self.schedule(self.now + delay, Event::Downlink(i, id));
+            self.schedule(self.now + delay, Event::Downlink(at, id));
             if self.rng.chance(link.duplicate_ppm) {
                 let delay = self.delay(&link);
-                self.schedule(self.now + delay, Event::Downlink(i, id));
+                self.schedule(self.now + delay, Event::Downlink(at, id));
             }
         }
-        self.schedule(self.now + timeout, Event::Retransmit(i, id, attempt + 1));
+        let handle = self.schedule(self.now + timeout, Event::Retransmit(at, id, attempt + 1));
+        if let Some(outstanding) = self.member(at).and_then(|m| m.outstanding.as_mut()) {
+            outstanding.retransmit = Some(handle);
+        }
     }
 
     fn delay(&mut self, link: &LinkParams) -> Duration {
@@ -411,12 +542,12 @@ impl Fleet {
 
     /// Device messages: confirmable ones (Register, Update, Send, De-register)
     /// are resent until they get through; responses and notifications are not.
-    fn send_uplink(&mut self, i: u32, message: ClientMessage, attempt: u8) {
+    fn send_uplink(&mut self, at: MemberRef, message: ClientMessage, attempt: u8) {
         self.report.uplinks += 1;
         if let ClientMessage::Notify { payload, .. } | ClientMessage::Send { payload, .. } = &message {
             self.report.notify_bytes += payload.len() as u64;
         }
-        let link = self.link(i, false);
+        let link = self.link(at, false);
         let confirmable = matches!(
             message,
             ClientMessage::Register(_)
@@ -427,28 +558,32 @@ impl Fleet {
         if self.rng.chance(link.loss_ppm) {
             if confirmable && attempt < MAX_RETRANSMIT {
                 let timeout = ACK_TIMEOUT * (1u32 << attempt);
-                self.schedule(self.now + timeout, Event::UplinkRetransmit(i, Box::new(message), attempt + 1));
+                let stored = self.uplinks.insert(message);
+                self.schedule(self.now + timeout, Event::UplinkRetransmit(at, stored, attempt + 1));
             }
             return;
         }
         if self.rng.chance(link.duplicate_ppm) {
             let delay = self.delay(&link);
-            self.schedule(self.now + delay, Event::Uplink(i, Box::new(message.clone())));
+            let stored = self.uplinks.insert(message.clone());
+            self.schedule(self.now + delay, Event::Uplink(at, stored));
         }
         let delay = self.delay(&link);
-        self.schedule(self.now + delay, Event::Uplink(i, Box::new(message)));
+        let stored = self.uplinks.insert(message);
+        self.schedule(self.now + delay, Event::Uplink(at, stored));
     }
 
-    fn uplink(&mut self, i: u32, message: ClientMessage) {
+    fn uplink(&mut self, at: MemberRef, message: ClientMessage) {
         let now = self.now;
-        let Some(member) = self.member(i) else { return };
+        let Some(member) = member_in(&mut self.slots, at) else { return };
+        let mut answered = None;
         let input = match &message {
             ClientMessage::Register(registration) => TaskInput::Registered(registration),
             ClientMessage::Update { .. } => TaskInput::RegistrationUpdated,
             ClientMessage::Deregister => TaskInput::Deregistered,
             ClientMessage::Response { id, code, format, payload } => {
-                if let Some(outstanding) = member.outstanding.as_mut().filter(|o| o.id == *id) {
-                    outstanding.answered = true;
+                if member.outstanding.as_ref().is_some_and(|o| o.id == *id) {
+                    answered = member.outstanding.take().and_then(|o| o.retransmit);
                 }
                 TaskInput::Response { id: *id, code: *code, format: *format, payload }
             }
@@ -458,37 +593,44 @@ impl Fleet {
             ClientMessage::Send { format, payload } => TaskInput::Send { format: *format, payload },
         };
         let _ = member.task.handle(now, input);
-        if member.outstanding.as_ref().is_some_and(|o| o.answered) {
-            member.outstanding = None;
+        if let Some(handle) = answered {
+            self.queue.cancel(handle);
         }
-        self.after_task(i);
+        self.after_task(at);
     }
 
-    fn after_device(&mut self, i: u32) {
+    fn after_device(&mut self, at: MemberRef) {
         let now = self.now;
         loop {
-            let Some(member) = self.member(i) else { return };
+            let Some(member) = self.member(at) else { return };
             let Some(message) = member.device.poll_message() else { break };
-            self.send_uplink(i, message, 0);
+            self.send_uplink(at, message, 0);
         }
-        let Some(member) = self.member(i) else { return };
-        if let Some(at) = member.device.poll_timeout() {
-            if member.device_timer.is_none_or(|t| at < t || t < now) {
-                member.device_timer = Some(at);
-                self.schedule(at.max(now), Event::DeviceTimer(i));
-            }
+        let Some(member) = self.member(at) else { return };
+        let Some(due) = member.device.poll_timeout() else { return };
+        let due = due.max(now);
+        let previous = member.device_timer;
+        if previous.is_some_and(|(t, _)| t == due) {
+            return;
+        }
+        if let Some((_, handle)) = previous {
+            self.queue.cancel(handle);
+        }
+        let handle = self.schedule(due, Event::DeviceTimer(at));
+        if let Some(member) = self.member(at) {
+            member.device_timer = Some((due, handle));
         }
     }
 
-    fn after_task(&mut self, i: u32) {
+    fn after_task(&mut self, at: MemberRef) {
         let now = self.now;
         loop {
-            let Some(member) = self.member(i) else { return };
+            let Some(member) = self.member(at) else { return };
             // One request at a time: the task holds the next until this one ends.
             let Some(output) = member.task.poll_output() else { break };
-            self.on_task_output(i, output);
+            self.on_task_output(at, output);
         }
-        let Some(member) = self.members[i as usize].as_deref_mut() else { return };
+        let Some(member) = member_in(&mut self.slots, at) else { return };
         if let Some(outcome) = member.task.outcome() {
             // Done: count it, free the device and the task, start the next one.
             match outcome {
@@ -497,21 +639,39 @@ impl Fleet {
             }
             let elapsed = now.saturating_duration_since(member.started_at).as_millis();
             self.durations.push(u32::try_from(elapsed).unwrap_or(u32::MAX));
-            self.members[i as usize] = None;
+            let handles = [
+                member.device_timer.map(|(_, h)| h),
+                member.task_timer.map(|(_, h)| h),
+                member.outstanding.as_ref().and_then(|o| o.retransmit),
+            ];
+            for handle in handles.into_iter().flatten() {
+                self.queue.cancel(handle);
+            }
+            let slot = &mut self.slots[at.slot as usize];
+            slot.member = None;
+            slot.generation = slot.generation.wrapping_add(1);
+            self.free_slots.push(at.slot);
             self.finished += 1;
             self.active -= 1;
             self.start_more();
             return;
         }
-        if let Some(at) = member.task.poll_timeout() {
-            if member.task_timer.is_none_or(|t| at < t || t < now) {
-                member.task_timer = Some(at);
-                self.schedule(at.max(now), Event::TaskTimer(i));
-            }
+        let Some(due) = member.task.poll_timeout() else { return };
+        let due = due.max(now);
+        let previous = member.task_timer;
+        if previous.is_some_and(|(t, _)| t == due) {
+            return;
+        }
+        if let Some((_, handle)) = previous {
+            self.queue.cancel(handle);
+        }
+        let handle = self.schedule(due, Event::TaskTimer(at));
+        if let Some(member) = self.member(at) {
+            member.task_timer = Some((due, handle));
         }
     }
 
-    fn on_task_output(&mut self, i: u32, output: TaskOutput) {
+    fn on_task_output(&mut self, at: MemberRef, output: TaskOutput) {
         let TaskOutput::Request(TaskRequest { id, kind }) = output else { return };
         let operation = match kind {
             RequestKind::Operation(operation) => operation,
@@ -527,11 +687,24 @@ impl Fleet {
                 }
             }
         };
-        if let Some(member) = self.member(i) {
-            member.outstanding = Some(Box::new(Outstanding { id, operation, answered: false }));
+        let Some(member) = self.member(at) else { return };
+        if let Some(handle) = member.outstanding.take().and_then(|o| o.retransmit) {
+            self.queue.cancel(handle);
         }
-        self.send_downlink(i, id, 0);
+        if let Some(member) = self.member(at) {
+            member.outstanding = Some(Outstanding { id, operation, retransmit: None });
+        }
+        self.send_downlink(at, id, 0);
     }
+}
+
+/// The member `at` names, unless its upgrade has ended.
+fn member_in(slots: &mut [Slot], at: MemberRef) -> Option<&mut Member> {
+    let slot = slots.get_mut(at.slot as usize)?;
+    if slot.generation != at.generation {
+        return None;
+    }
+    slot.member.as_mut()
 }
 
 /// Runs one fleet simulation.
