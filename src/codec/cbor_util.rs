@@ -334,6 +334,28 @@ impl<'a> Reader<'a> {
         core::str::from_utf8(bytes).map_err(|e| DecodeError::new(offset + e.valid_up_to(), Kind::InvalidUtf8))
     }
 
+    /// Text as its bytes, for text that is parsed byte by byte anyway (SenML
+    /// names). The UTF-8 check runs only when a byte is not ASCII, so errors
+    /// are those of [`text`](Self::text) while ASCII text skips the check.
+    pub(crate) fn text_bytes(&mut self) -> Result<Cow<'a, [u8]>, DecodeError> {
+        let start = self.pos;
+        match self.head()? {
+            (MAJOR_TEXT, Some(len)) => {
+                let at = self.pos;
+                let bytes = self.string_bytes(len)?;
+                if !bytes.is_ascii() {
+                    self.utf8(bytes, at)?;
+                }
+                Ok(Cow::Borrowed(bytes))
+            }
+            (MAJOR_TEXT, None) => {
+                self.pos = start;
+                self.text().map(|text| Cow::Owned(text.into_owned().into_bytes()))
+            }
+            _ => Err(DecodeError::new(start, Kind::InvalidCbor("expected text"))),
+        }
+    }
+
     /// Text, borrowed when definite, joined when indefinite.
     pub(crate) fn text(&mut self) -> Result<Cow<'a, str>, DecodeError> {
         let start = self.pos;

@@ -85,8 +85,10 @@ impl Label {
 #[derive(Debug, Default)]
 pub(crate) struct RawRecord<'a> {
     pub(crate) version: Option<u64>,
-    pub(crate) base_name: Option<Cow<'a, str>>,
-    pub(crate) name: Option<Cow<'a, str>>,
+    /// Name text as bytes (already checked as UTF-8).
+    pub(crate) base_name: Option<Cow<'a, [u8]>>,
+    /// Name text as bytes (already checked as UTF-8).
+    pub(crate) name: Option<Cow<'a, [u8]>>,
     pub(crate) base_time: Option<f64>,
     pub(crate) time: Option<f64>,
     pub(crate) base_value: Option<Number>,
@@ -136,25 +138,25 @@ pub(crate) const SENML_VERSION: u64 = 10;
 
 /// The base fields in force while a pack is read.
 #[derive(Debug, Default)]
-pub(crate) struct Context<'a> {
-    base_name: Cow<'a, str>,
-    /// The parser state after the base name, so each record parses only its name.
+pub(crate) struct Context {
+    /// The parser state after the base name, so each record parses only its
+    /// name (None before any base name: an empty one).
     base_parsed: Option<Result<PathParser, PathError>>,
     base_time: Option<f64>,
     base_value: Option<Number>,
 }
 
-impl<'a> Context<'a> {
+impl Context {
     /// Applies a record's base fields and resolves its name.
-    fn path(&mut self, raw: &mut RawRecord<'a>, offset: usize) -> Result<Path, DecodeError> {
+    fn path(&mut self, raw: &mut RawRecord<'_>, offset: usize) -> Result<Path, DecodeError> {
         if let Some(version) = raw.version {
             if version > SENML_VERSION {
                 return Err(DecodeError::new(offset, Kind::UnsupportedVersion(version)));
             }
         }
-        let base_changed = raw.base_name.is_some();
         if let Some(base_name) = raw.base_name.take() {
-            self.base_name = base_name;
+            let mut parser = PathParser::default();
+            self.base_parsed = Some(parser.feed(&base_name).map(|()| parser));
         }
         if let Some(base_time) = raw.base_time {
             self.base_time = Some(base_time);
@@ -162,21 +164,20 @@ impl<'a> Context<'a> {
         if let Some(base_value) = raw.base_value {
             self.base_value = Some(base_value);
         }
-        let name = raw.name.as_deref().unwrap_or("");
-        if base_changed || self.base_parsed.is_none() {
-            let mut parser = PathParser::default();
-            self.base_parsed = Some(parser.feed(self.base_name.as_bytes()).map(|()| parser));
-        }
+        let name = raw.name.as_deref().unwrap_or(&[]);
         let parsed = match self.base_parsed {
-            Some(Ok(mut parser)) => parser.feed(name.as_bytes()).and_then(|()| parser.finish()),
+            Some(Ok(mut parser)) => parser.feed(name).and_then(|()| parser.finish()),
             Some(Err(ref error)) => Err(error.clone()),
-            None => Path::parse_concat(&self.base_name, name),
+            None => {
+                let mut parser = PathParser::default();
+                parser.feed(name).and_then(|()| parser.finish())
+            }
         };
         parsed.map_err(|e| DecodeError::new(offset, Kind::InvalidPath(e)))
     }
 
     /// Resolves a value record (Read, Write, Notify, Send, Write-Composite).
-    pub(crate) fn record(
+    pub(crate) fn record<'a>(
         &mut self,
         raw: &mut RawRecord<'a>,
         offset: usize,
@@ -204,11 +205,19 @@ impl<'a> Context<'a> {
     }
 
     /// Resolves a name-only record (Read-Composite / Observe-Composite request).
-    pub(crate) fn name_only(&mut self, raw: &mut RawRecord<'a>, offset: usize) -> Result<Path, DecodeError> {
+    pub(crate) fn name_only(&mut self, raw: &mut RawRecord<'_>, offset: usize) -> Result<Path, DecodeError> {
         if raw.value.is_some() {
             return Err(DecodeError::new(offset, Kind::InvalidField("value in a name-only record")));
         }
         self.path(raw, offset)
+    }
+}
+
+/// Decoded JSON text as the bytes a SenML name is parsed from.
+pub(crate) fn text_bytes(text: Cow<'_, str>) -> Cow<'_, [u8]> {
+    match text {
+        Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
+        Cow::Owned(text) => Cow::Owned(text.into_bytes()),
     }
 }
 
@@ -225,19 +234,24 @@ impl PathText {
         let mut text = PathText { bytes: [0; 24], len: 0 };
         for &id in &path.segments()[skip..] {
             text.push(b'/');
-            let mut digits = [0u8; 5];
-            let mut n = id;
-            let mut count = 0;
-            loop {
-                digits[count] = b'0' + (n % 10) as u8;
-                count += 1;
-                n /= 10;
-                if n == 0 {
-                    break;
+            // Most ids are one or two digits: write those without a loop.
+            if id < 10 {
+                text.push(b'0' + id as u8);
+            } else if id < 100 {
+                text.push(b'0' + (id / 10) as u8);
+                text.push(b'0' + (id % 10) as u8);
+            } else {
+                let mut digits = [0u8; 5];
+                let mut n = id;
+                let mut count = 0;
+                while n > 0 {
+                    digits[count] = b'0' + (n % 10) as u8;
+                    count += 1;
+                    n /= 10;
                 }
-            }
-            for i in (0..count).rev() {
-                text.push(digits[i]);
+                for i in (0..count).rev() {
+                    text.push(digits[i]);
+                }
             }
         }
         if trailing_slash || path.depth() == skip && skip == 0 {
@@ -246,6 +260,7 @@ impl PathText {
         text
     }
 
+    #[inline]
     fn push(&mut self, b: u8) {
         if self.len < self.bytes.len() {
             self.bytes[self.len] = b;
@@ -256,7 +271,12 @@ impl PathText {
     /// The text.
     pub(crate) fn as_str(&self) -> &str {
         // Only ASCII digits and '/' are ever pushed.
-        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+        core::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+
+    /// The text as bytes (ASCII digits and `/`), without a UTF-8 check.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 
     /// The text without its first `n` bytes.
@@ -268,9 +288,11 @@ impl PathText {
 /// The fields of one record an encoder writes, in this order.
 #[derive(Debug)]
 pub(crate) struct OutRecord<'r, 'a> {
-    pub(crate) base_name: Option<&'r str>,
+    /// Path text: ASCII digits and `/` only, so it needs no escaping.
+    pub(crate) base_name: Option<&'r [u8]>,
     pub(crate) base_time: Option<f64>,
-    pub(crate) name: Option<&'r str>,
+    /// Path text, as `base_name`.
+    pub(crate) name: Option<&'r [u8]>,
     pub(crate) value: &'r Value<'a>,
     pub(crate) time: Option<f64>,
 }
@@ -324,9 +346,9 @@ pub(crate) fn encode<B: BufMut, W: Writer<B>>(
     for (index, record) in records.iter().enumerate() {
         let full = PathText::new(&record.path, 0, false);
         let name = match &base {
-            None => Some(full.as_str()),
+            None => Some(full.as_bytes()),
             Some(base) => {
-                let relative = full.tail(base.len);
+                let relative = full.as_bytes().get(base.len..).unwrap_or(&[]);
                 (!relative.is_empty()).then_some(relative)
             }
         };
@@ -341,7 +363,7 @@ pub(crate) fn encode<B: BufMut, W: Writer<B>>(
             }
         };
         let out = OutRecord {
-            base_name: if index == 0 { base.as_ref().map(PathText::as_str) } else { None },
+            base_name: if index == 0 { base.as_ref().map(PathText::as_bytes) } else { None },
             base_time: record_base_time,
             name,
             value: &record.value,

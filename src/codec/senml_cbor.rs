@@ -205,11 +205,11 @@ fn read_field<'a>(
         }
         Label::BaseName => {
             expect(reader, "bn (expected text)", is_text(reader.datatype()?))?;
-            raw.base_name = Some(reader.text()?);
+            raw.base_name = Some(reader.text_bytes()?);
         }
         Label::Name => {
             expect(reader, "n (expected text)", is_text(reader.datatype()?))?;
-            raw.name = Some(reader.text()?);
+            raw.name = Some(reader.text_bytes()?);
         }
         Label::BaseTime => raw.base_time = Some(finite(reader.number()?.as_f64(), at, "bt")?),
         Label::Time => raw.time = Some(finite(reader.number()?.as_f64(), at, "t")?),
@@ -262,7 +262,8 @@ impl<B: BufMut> senml::Writer<B> for CborWriter {
         cbor_util::put_head(buf, MAJOR_MAP, record.field_count() as u64);
         if let Some(base_name) = record.base_name {
             buf.put_u8(0x21); // -2
-            cbor_util::put_text(buf, base_name);
+            cbor_util::put_head(buf, cbor_util::MAJOR_TEXT, base_name.len() as u64);
+            buf.put_slice(base_name);
         }
         if let Some(base_time) = record.base_time {
             buf.put_u8(0x22); // -3
@@ -270,7 +271,8 @@ impl<B: BufMut> senml::Writer<B> for CborWriter {
         }
         if let Some(name) = record.name {
             buf.put_u8(0x00);
-            cbor_util::put_text(buf, name);
+            cbor_util::put_head(buf, cbor_util::MAJOR_TEXT, name.len() as u64);
+            buf.put_slice(name);
         }
         put_value(buf, record.value);
         if let Some(time) = record.time {

@@ -158,8 +158,8 @@ fn read_field<'a>(reader: &mut JsonReader<'a>, raw: &mut RawRecord<'a>, label: L
             Number::Unsigned(v) => raw.version = Some(v),
             _ => return Err(DecodeError::new(at, Kind::InvalidField("bver (expected an unsigned integer)"))),
         },
-        Label::BaseName => raw.base_name = Some(text(reader, "bn (expected a string)")?),
-        Label::Name => raw.name = Some(text(reader, "n (expected a string)")?),
+        Label::BaseName => raw.base_name = Some(senml::text_bytes(text(reader, "bn (expected a string)")?)),
+        Label::Name => raw.name = Some(senml::text_bytes(text(reader, "n (expected a string)")?)),
         Label::BaseTime => raw.base_time = Some(number(reader, "bt (expected a number)")?.as_f64()),
         Label::Time => raw.time = Some(number(reader, "t (expected a number)")?.as_f64()),
         Label::BaseValue => raw.base_value = Some(number(reader, "bv (expected a number)")?),
@@ -208,9 +208,15 @@ impl<B: BufMut> senml::Writer<B> for JsonWriter {
             json::put_string(buf, name);
             buf.put_u8(b':');
         };
+        // Path text is digits and '/': nothing to escape.
+        let put_path = |buf: &mut B, text: &[u8]| {
+            buf.put_u8(b'"');
+            buf.put_slice(text);
+            buf.put_u8(b'"');
+        };
         if let Some(base_name) = record.base_name {
             key(buf, "bn");
-            json::put_string(buf, base_name);
+            put_path(buf, base_name);
         }
         if let Some(base_time) = record.base_time {
             key(buf, "bt");
@@ -218,7 +224,7 @@ impl<B: BufMut> senml::Writer<B> for JsonWriter {
         }
         if let Some(name) = record.name {
             key(buf, "n");
-            json::put_string(buf, name);
+            put_path(buf, name);
         }
         match record.value {
             Value::Integer(v) | Value::Time(v) => {

@@ -349,12 +349,8 @@ impl FirmwareUpdate {
 
     /// The next thing the firmware must do, if any.
     pub fn poll_event(&mut self) -> Option<FirmwareEvent> {
-        let event = self.events.pop_front();
-        if event.is_none() && self.events.capacity() > 0 {
-            // Idle objects keep no buffer (a simulation holds millions).
-            self.events = VecDeque::new();
-        }
-        event
+        // The buffer (a few events) is kept, so that requests do not allocate.
+        self.events.pop_front()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next: the end
@@ -678,8 +674,10 @@ impl FirmwareUpdate {
             return Err(ResponseCode::NOT_FOUND);
         }
         let Some(resource) = path.resource_id() else {
-            // At most 14 resources, 6 of them protocol instances: one allocation.
-            let mut records = Vec::with_capacity(20);
+            let definition = crate::model::builtin::firmware_update(self.config.version);
+            let readable = definition.resources().iter().filter(|def| def.operations.read).count();
+            // One allocation of the exact size: resource 8 has an instance per protocol.
+            let mut records = Vec::with_capacity(readable + self.config.protocols.len().saturating_sub(1));
             for def in crate::model::builtin::firmware_update(self.config.version).resources() {
                 if def.operations.read {
                     self.push_resource(def.id, &mut records);

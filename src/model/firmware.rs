@@ -225,6 +225,7 @@ impl Protocol {
 /// let set = ProtocolSet::from_iter([Protocol::Coap, Protocol::Http]);
 /// assert!(set.contains(Protocol::Http) && !set.contains(Protocol::Https));
 /// assert_eq!(set.iter().collect::<Vec<_>>(), [Protocol::Coap, Protocol::Http]);
+/// assert_eq!(set.len(), 2);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -243,6 +244,11 @@ impl ProtocolSet {
     /// True when `protocol` is in the set.
     pub const fn contains(self, protocol: Protocol) -> bool {
         self.0 & (1 << protocol.code()) != 0
+    }
+
+    /// How many protocols the set holds.
+    pub const fn len(self) -> usize {
+        self.0.count_ones() as usize
     }
 
     /// True when the set is empty.

@@ -1110,8 +1110,9 @@ impl UpgradeTask {
         if let Some(event) = self.events.pop_front() {
             return Some(TaskOutput::Event(event));
         }
-        if self.events.capacity() > 0 {
-            // Idle tasks keep no buffer (a fleet holds millions).
+        // The event buffer is kept between inputs, so that handling one does
+        // not allocate; a finished task gives it back.
+        if self.step == Step::Finished && self.events.capacity() > 0 {
             self.events = VecDeque::new();
         }
         if self.in_flight.is_some() || !self.reachable() || self.step == Step::NotStarted {
