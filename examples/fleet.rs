@@ -23,7 +23,7 @@ use lwm2m_fota::sim::{FleetConfig, FleetProfile, FleetReport, run_fleet};
 /// Upgrades running at once (a campaign's concurrency limit, B3): devices join
 /// the simulation when their upgrade starts, so memory follows this, not the
 /// fleet's size.
-const CONCURRENCY: usize = 10_000;
+const CONCURRENCY: usize = 2_000;
 
 const USAGE: &str = "usage: fleet [--devices N] [--strategy read|observe-resources|observe-instance|send|observe-only|all] [--delivery pull|push] [--profile conforming|lossy|rebooting|slow-uplink|no-send|poor|mixed] [--seed K] [--json]";
 

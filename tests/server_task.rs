@@ -547,3 +547,111 @@ proptest! {
         }
     }
 }
+
+/// A Send of State and Update Result (SenML-CBOR at `/`), as S4 devices send.
+fn send_payload(state: i64, result: i64) -> Vec<u8> {
+    let records = [
+        Record::new(Path::resource(5, 0, 3), Value::Integer(state)),
+        Record::new(Path::resource(5, 0, 5), Value::Integer(result)),
+    ];
+    let mut out = Vec::new();
+    codec::encode(ContentFormat::SenmlCbor, &Path::ROOT, &records, &Registry::default(), &mut out).unwrap();
+    out
+}
+
+/// Runs the first attempt up to Downloading, then lets the device's download
+/// fail (Update Result 4) and a retry begin: the retry's Read is left in flight.
+fn retry_after_a_failed_download(h: &mut Harness) {
+    let script = Script::default();
+    h.start();
+    h.answer(&script); // Read /5/0
+    h.answer(&script); // lifetime
+    assert!(h.describe().contains("Path(/5/0/1)"), "{}", h.describe());
+    h.answer(&script); // URI: 2.04
+    assert_eq!(h.task.step(), Step::Downloading);
+    h.input(TaskInput::Send { format: ContentFormat::SenmlCbor, payload: &send_payload(0, 4) });
+    assert_eq!(h.task.step(), Step::Inspecting);
+    assert!(h.describe().contains("Read") && h.describe().contains("/5/0"), "{}", h.describe());
+}
+
+#[test]
+fn a_device_already_fetching_our_uri_is_not_written_again() {
+    // Found at 1M simulated devices: a retransmitted (stale) Send said Idle
+    // while the device was fetching the URI of the task's earlier write; the
+    // task wrote the URI again, the device refused (4.00), the upgrade failed.
+    let mut h = Harness::new(config());
+    retry_after_a_failed_download(&mut h);
+    // The retry's Read is in flight; a stale Send satisfies the inspection.
+    h.input(TaskInput::Send { format: ContentFormat::SenmlCbor, payload: &send_payload(0, 0) });
+    assert_eq!(h.task.step(), Step::WritingUri);
+    // The Read's answer: the device has the image already.
+    let mut script = Script { state: 2, ..Script::default() };
+    h.answer(&script);
+    assert_eq!(h.outcome(), None);
+    assert!(h.describe().contains("Execute"), "wrote the URI again? {}", h.describe());
+    h.answer(&script);
+    script.state = 0;
+    script.result = 1;
+    script.version = "1.1.10".into();
+    h.input(TaskInput::Registered(&registration(false)));
+    while h.outcome().is_none() {
+        h.answer(&script);
+    }
+    assert_eq!(h.outcome(), Some(Outcome::Succeeded { version: Some("1.1.10".into()) }));
+}
+
+#[test]
+fn a_refused_repeated_uri_write_is_looked_at_once() {
+    let mut h = Harness::new(config());
+    retry_after_a_failed_download(&mut h);
+    // The device looks idle (the retry resets nothing), so the URI is written again ...
+    h.answer(&Script { result: 0, ..Script::default() });
+    while !h.describe().contains("Path(/5/0/1)") {
+        h.answer(&Script::default());
+    }
+    let (second_write, _) = h.last();
+    h.requests.pop();
+    // ... and refused, because the device meanwhile fetches the first one.
+    h.input(TaskInput::Response { id: second_write, code: ResponseCode::BAD_REQUEST, format: None, payload: &[] });
+    assert_eq!(h.outcome(), None);
+    assert!(h.describe().contains("Read") && h.describe().contains("/5/0"), "{}", h.describe());
+    h.answer(&Script { state: 1, ..Script::default() });
+    assert_eq!(h.task.step(), Step::Downloading);
+    assert_eq!(h.outcome(), None);
+
+    // Refused again after a look that showed an idle device: a real refusal.
+    let mut h = Harness::new(config());
+    retry_after_a_failed_download(&mut h);
+    h.answer(&Script::default());
+    while !h.describe().contains("Path(/5/0/1)") {
+        h.answer(&Script::default());
+    }
+    for _ in 0..2 {
+        let (write, _) = h.last();
+        h.requests.pop();
+        h.input(TaskInput::Response { id: write, code: ResponseCode::BAD_REQUEST, format: None, payload: &[] });
+        if h.outcome().is_none() {
+            h.answer(&Script::default()); // the look: idle
+            assert!(h.describe().contains("Path(/5/0/1)"), "{}", h.describe());
+        }
+    }
+    assert_eq!(
+        h.outcome(),
+        Some(Outcome::Failed(Failure::Rejected { step: Step::WritingUri, code: ResponseCode::BAD_REQUEST }))
+    );
+}
+
+#[test]
+fn a_refused_first_uri_write_fails() {
+    let mut h = Harness::new(config());
+    let script = Script::default();
+    h.start();
+    h.answer(&script);
+    h.answer(&script);
+    let (uri_write, _) = h.last();
+    h.input(TaskInput::Response { id: uri_write, code: ResponseCode::BAD_REQUEST, format: None, payload: &[] });
+    assert_eq!(
+        h.outcome(),
+        Some(Outcome::Failed(Failure::Rejected { step: Step::WritingUri, code: ResponseCode::BAD_REQUEST }))
+    );
+}

@@ -232,6 +232,12 @@ pub struct UpgradeTask {
     resume: Option<Action>,
     cancel_reset: bool,
     execute_unconfirmed: bool,
+    /// Package URI writes sent, over all attempts (saturating).
+    #[cfg_attr(feature = "serde", serde(default))]
+    uri_writes: u8,
+    /// A repeated URI write was refused once and the task looked again.
+    #[cfg_attr(feature = "serde", serde(default))]
+    uri_refused: bool,
     outcome: Option<Box<Outcome>>,
     events: VecDeque<TaskEvent>,
 }
@@ -275,6 +281,8 @@ impl UpgradeTask {
             resume: None,
             cancel_reset: false,
             execute_unconfirmed: false,
+            uri_writes: 0,
+            uri_refused: false,
             outcome: None,
             events: VecDeque::new(),
         }
@@ -605,6 +613,11 @@ impl UpgradeTask {
                 if let Some(format) = format {
                     self.apply_payload(now, format, &path, payload);
                 }
+                if action == Action::ReadFirmware && !self.delivered && self.downloading_ours() {
+                    // The device fetches (or has fetched) the URI an earlier
+                    // write of ours named: writing again would only be refused.
+                    self.delivered = true;
+                }
             }
             Action::Reset => match code {
                 ResponseCode::CHANGED => {
@@ -628,6 +641,15 @@ impl UpgradeTask {
                     if self.result != Some(UpdateResult::Initial) {
                         self.result = None;
                     }
+                }
+                // A refusal arriving after the task moved on is harmless.
+                _ if self.delivered => self.need_read = true,
+                // A repeated write can be refused because the device already
+                // fetches what an earlier write named (its answer was lost, or
+                // a stale report made the task retry): look once before giving up.
+                _ if self.uri_writes >= 2 && !self.uri_refused => {
+                    self.uri_refused = true;
+                    self.need_read = true;
                 }
                 // Anjay answers 4.00 with Update Result 9 for an unsupported scheme.
                 code => {
@@ -889,6 +911,18 @@ impl UpgradeTask {
         }
     }
 
+    /// True when, while this task writes the Package URI and has written it
+    /// before, the device shows a pull in progress or done. After the reset at
+    /// the start (a busy device is reset first) only a URI this task wrote can
+    /// have started it. Only a Read answer is trusted for this: a notification
+    /// or a Send may be a stale one, delivered late.
+    fn downloading_ours(&self) -> bool {
+        self.step == Step::WritingUri
+            && !self.push
+            && self.uri_writes > 0
+            && matches!(self.state, Some(State::Downloading | State::Downloaded))
+    }
+
     fn observed_mask(&self) -> u8 {
         Target::ALL.into_iter().filter(|t| self.observations[t.index()] != NO_ID).fold(0, |m, t| m | t.bit())
     }
@@ -1046,6 +1080,7 @@ impl UpgradeTask {
             Step::Resetting => (!self.reset_done).then_some(Action::Reset),
             Step::ExtendingLifetime => Some(Action::WriteLifetime),
             Step::Observing => observe_missing(self.want_observe).map(Action::Observe),
+            Step::WritingUri if self.need_read && self.uri_refused => Some(Action::ReadFirmware),
             Step::WritingUri => (!self.delivered).then_some(Action::WriteUri),
             Step::Pushing => (!self.delivered).then_some(Action::PushBlock(self.next_block)),
             Step::Executing => Some(Action::Execute),
@@ -1130,6 +1165,7 @@ impl UpgradeTask {
             }
             Action::Reset if self.outcome.is_some() => self.cancel_reset = false,
             Action::RestoreLifetime => self.lifetime_restored = true,
+            Action::WriteUri => self.uri_writes = self.uri_writes.saturating_add(1),
             _ => {}
         }
         // Requests sent after the task finished are fire-and-forget.
