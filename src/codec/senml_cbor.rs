@@ -180,7 +180,67 @@ fn read_key(reader: &mut Reader<'_>) -> Result<Key, DecodeError> {
     })
 }
 
+/// The usual fields of real packs in a few instructions: a name or base name
+/// of fewer than 24 ASCII bytes, or a value that is a small integer. Anything
+/// else (and every error) goes through [`read_field`]'s general path, so the
+/// outcome is the same either way. Returns false when it did not apply.
+#[inline]
+fn read_common_field<'a>(reader: &mut Reader<'a>, raw: &mut RawRecord<'a>) -> Result<bool, DecodeError> {
+    let at = reader.position();
+    let (Some(&key), Some(&initial)) = (reader.bytes.get(at), reader.bytes.get(at + 1)) else {
+        return Ok(false);
+    };
+    match (key, initial) {
+        // n (0) or bn (-2) with a short definite text.
+        (0x00 | 0x21, 0x60..=0x77) => {
+            let len = usize::from(initial - 0x60);
+            let Some(text) = reader.bytes.get(at + 2..at + 2 + len) else { return Ok(false) };
+            if !text.is_ascii() {
+                return Ok(false);
+            }
+            let label = if key == 0x00 { Label::Name } else { Label::BaseName };
+            raw.mark(label, at)?;
+            reader.advance(2 + len);
+            let text = Some(alloc::borrow::Cow::Borrowed(text));
+            if key == 0x00 {
+                raw.name = text
+            } else {
+                raw.base_name = text
+            }
+            Ok(true)
+        }
+        // v (2) with an integer in the initial byte.
+        (0x02, 0x00..=0x17 | 0x20..=0x37) => {
+            raw.mark(Label::Value, at)?;
+            reader.advance(2);
+            let number = if initial < 0x20 {
+                cbor_util::Number::Unsigned(u64::from(initial))
+            } else {
+                cbor_util::Number::Negative(u64::from(initial - 0x20))
+            };
+            raw.value = Some(WireValue::Number(number));
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+#[inline]
 fn read_field<'a>(
+    reader: &mut Reader<'a>,
+    raw: &mut RawRecord<'a>,
+    options: &DecodeOptions,
+) -> Result<(), DecodeError> {
+    if read_common_field(reader, raw)? {
+        return Ok(());
+    }
+    read_any_field(reader, raw, options)
+}
+
+/// One field, any label and any encoding (kept out of line, so that the
+/// common fields stay cheap).
+#[inline(never)]
+fn read_any_field<'a>(
     reader: &mut Reader<'a>,
     raw: &mut RawRecord<'a>,
     options: &DecodeOptions,
@@ -376,5 +436,55 @@ pub fn encode_paths<B: BufMut>(paths: &[Path], buf: &mut B) {
         buf.put_u8(0xA1);
         buf.put_u8(0x00);
         cbor_util::put_text(buf, senml::PathText::new(path, 0, false).as_str());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fields(raw: &RawRecord<'_>) -> String {
+        format!("{:?} {:?} {:?}", raw.name, raw.base_name, raw.value)
+    }
+
+    /// Reads one field from `bytes` into a record that may already hold a
+    /// name (to see duplicate-label errors), with the fast path allowed or
+    /// not; returns what the record holds and where the reader is, or the error.
+    fn read(bytes: &[u8], named: bool, fast: bool) -> Result<(String, usize), DecodeError> {
+        let mut reader = Reader::new(bytes);
+        let mut raw = RawRecord::default();
+        if named {
+            raw.mark(Label::Name, 0)?;
+            raw.name = Some(alloc::borrow::Cow::Borrowed(b"/1".as_slice()));
+        }
+        let options = DecodeOptions::default();
+        if fast {
+            read_field(&mut reader, &mut raw, &options)?;
+        } else {
+            read_any_field(&mut reader, &mut raw, &options)?;
+        }
+        Ok((fields(&raw), reader.position()))
+    }
+
+    proptest! {
+        #[test]
+        fn the_fast_path_reads_what_the_general_path_reads(
+            key in prop::sample::select(vec![0x00u8, 0x21, 0x02, 0x03, 0x06]),
+            value in prop::collection::vec(any::<u8>(), 0..4),
+            text in "[/0-9a-z\\u{e9}]{0,25}",
+            as_text in any::<bool>(),
+            named in any::<bool>(),
+        ) {
+            let mut bytes = vec![key];
+            if as_text {
+                let bytes_of_text = &text.as_bytes()[..text.len().min(23)];
+                bytes.push(0x60 + bytes_of_text.len() as u8);
+                bytes.extend_from_slice(bytes_of_text);
+            } else {
+                bytes.extend_from_slice(&value);
+            }
+            prop_assert_eq!(read(&bytes, named, true), read(&bytes, named, false), "{:02x?}", bytes);
+        }
     }
 }

@@ -204,85 +204,81 @@ impl Path {
 /// each record's name on a copy) and finish. Error offsets count across pieces.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct PathParser {
-    inner: Parser,
+    ids: [u16; 4],
+    len: u8,
+    started: bool,
+    /// A segment is being read: its value so far and where it starts.
+    open: bool,
+    value: u32,
+    start: usize,
     consumed: usize,
 }
 
 impl PathParser {
     /// Feeds the next piece of text.
+    #[inline]
     pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<(), PathError> {
-        for &b in bytes {
-            self.inner.push(b, self.consumed)?;
-            self.consumed += 1;
+        let base = self.consumed;
+        self.consumed += bytes.len();
+        let mut rest = bytes;
+        let mut offset = base;
+        if !self.started {
+            match rest.split_first() {
+                None => return Ok(()),
+                Some((b'/', tail)) => {
+                    self.started = true;
+                    rest = tail;
+                    offset += 1;
+                }
+                Some(_) => return Err(PathError::MissingLeadingSlash { offset }),
+            }
+        }
+        for &byte in rest {
+            match byte {
+                b'0'..=b'9' => {
+                    if !self.open {
+                        if self.len >= 4 {
+                            return Err(PathError::TooDeep { offset });
+                        }
+                        self.open = true;
+                        self.value = 0;
+                        self.start = offset;
+                    }
+                    self.value = self.value * 10 + u32::from(byte - b'0');
+                    if self.value > u32::from(MAX_ID) {
+                        return Err(PathError::IdOutOfRange { offset: self.start });
+                    }
+                }
+                b'/' => self.close(offset)?,
+                _ => return Err(PathError::NotANumber { offset }),
+            }
+            offset += 1;
         }
         Ok(())
     }
 
-    /// The path fed so far.
-    pub(crate) fn finish(self) -> Result<Path, PathError> {
-        self.inner.finish(self.consumed)
-    }
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Parser {
-    ids: [u16; 4],
-    len: u8,
-    started: bool,
-    // Value of the segment being read, and where it starts, if one is open.
-    current: Option<(u32, usize)>,
-}
-
-impl Parser {
-    fn push(&mut self, byte: u8, offset: usize) -> Result<(), PathError> {
-        if !self.started {
-            if byte != b'/' {
-                return Err(PathError::MissingLeadingSlash { offset });
-            }
-            self.started = true;
-            return Ok(());
-        }
-        match byte {
-            b'/' => {
-                self.close(offset)?;
-                Ok(())
-            }
-            b'0'..=b'9' => {
-                let (value, start) = self.current.unwrap_or((0, offset));
-                if self.current.is_none() && self.len >= 4 {
-                    return Err(PathError::TooDeep { offset });
-                }
-                let value = value * 10 + u32::from(byte - b'0');
-                if value > u32::from(MAX_ID) {
-                    return Err(PathError::IdOutOfRange { offset: start });
-                }
-                self.current = Some((value, start));
-                Ok(())
-            }
-            _ => Err(PathError::NotANumber { offset }),
-        }
-    }
-
+    #[inline]
     fn close(&mut self, offset: usize) -> Result<(), PathError> {
-        match self.current.take() {
-            Some((value, _)) => {
-                self.ids[self.len as usize] = value as u16;
-                self.len += 1;
-                Ok(())
-            }
-            None => Err(PathError::EmptySegment { offset }),
+        if !self.open {
+            return Err(PathError::EmptySegment { offset });
         }
+        self.open = false;
+        self.ids[usize::from(self.len)] = self.value as u16;
+        self.len += 1;
+        Ok(())
     }
 
-    fn finish(mut self, end: usize) -> Result<Path, PathError> {
+    /// The path fed so far.
+    #[inline]
+    pub(crate) fn finish(mut self) -> Result<Path, PathError> {
         if !self.started {
             return Err(PathError::MissingLeadingSlash { offset: 0 });
         }
-        if self.current.is_some() {
-            self.close(end)?;
+        if self.open {
+            self.close(self.consumed)?;
         } else if self.len > 0 {
             // "/3/" : a trailing slash after a segment leaves an empty segment.
-            return Err(PathError::EmptySegment { offset: end });
+            return Err(PathError::EmptySegment { offset: self.consumed });
         }
         Ok(Path { ids: self.ids, len: self.len })
     }

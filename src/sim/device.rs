@@ -146,6 +146,8 @@ pub struct SimDevice {
     outbox: VecDeque<ClientMessage>,
     /// The last answer, repeated for a retransmitted request (CoAP deduplication).
     last_answer: Option<(RequestId, ResponseCode, Option<ContentFormat>, Bytes)>,
+    /// Encoding buffer, reused.
+    scratch: Vec<u8>,
 }
 
 const SOFTWARE_VERSION: &str = "lwm2m-fota-sim";
@@ -185,6 +187,7 @@ impl SimDevice {
             reboot_at: None,
             outbox: VecDeque::new(),
             last_answer: None,
+            scratch: Vec::new(),
         }
     }
 
@@ -284,17 +287,21 @@ impl SimDevice {
     /// A Send as real clients keep it small (Anjay's, in the shared vectors):
     /// State and Update Result, plus `/3/0/3` and `/3/0/19` after a boot.
     fn send_state(&mut self, now: Instant, after_boot: bool) {
-        let mut records = Vec::with_capacity(4);
-        if after_boot {
-            records.push(Record::new(Path::resource(3, 0, 3), Value::string(&self.firmware_version)));
-            records.push(Record::new(Path::resource(3, 0, 19), Value::string(SOFTWARE_VERSION)));
+        let records = [
+            Record::new(Path::resource(3, 0, 3), Value::string(&self.firmware_version)),
+            Record::new(Path::resource(3, 0, 19), Value::string(SOFTWARE_VERSION)),
+            Record::new(Path::resource(5, 0, 3), Value::Integer(self.reported_state())),
+            Record::new(Path::resource(5, 0, 5), Value::Integer(self.firmware.update_result().code())),
+        ];
+        let records = if after_boot { &records[..] } else { &records[2..] };
+        let mut payload = core::mem::take(&mut self.scratch);
+        payload.clear();
+        if codec::encode(ContentFormat::SenmlCbor, &Path::ROOT, records, &Registry::builtin(), &mut payload).is_ok() {
+            // One allocation of the exact size; the scratch buffer is kept.
+            let payload_bytes = Bytes::copy_from_slice(&payload);
+            self.emit(now, ClientMessage::Send { format: ContentFormat::SenmlCbor, payload: payload_bytes });
         }
-        records.push(Record::new(Path::resource(5, 0, 3), Value::Integer(self.reported_state())));
-        records.push(Record::new(Path::resource(5, 0, 5), Value::Integer(self.firmware.update_result().code())));
-        let mut payload = Vec::with_capacity(64);
-        if codec::encode(ContentFormat::SenmlCbor, &Path::ROOT, &records, &Registry::builtin(), &mut payload).is_ok() {
-            self.emit(now, ClientMessage::Send { format: ContentFormat::SenmlCbor, payload: Bytes::from(payload) });
-        }
+        self.scratch = payload;
     }
 
     /// State as this device shows it (a poor device hides Downloading).

@@ -129,8 +129,8 @@ type Key = Reverse<(Instant, u64, u32)>;
 /// events beyond the wheel. Events come out exactly as from one binary heap
 /// ordered by (time, insertion). Events live in an arena and buckets hold only
 /// their keys, in vectors recycled through a pool, so after warm-up nothing is
-/// allocated per event. An event can be cancelled: it is then dropped when it
-/// comes up, without waking anything.
+/// allocated per event. An event can be cancelled: its node is freed at once
+/// and its key skipped when it comes up, without waking anything.
 struct EventQueue {
     nodes: Vec<Node>,
     free: u32,
@@ -148,7 +148,7 @@ struct EventQueue {
 
 const BUCKET_MS: u64 = 16;
 /// The largest bucket vector kept for reuse.
-const POOLED_CAPACITY: usize = 64;
+const POOLED_CAPACITY: usize = 256;
 const BUCKETS: u64 = 1 << 16;
 
 impl EventQueue {
@@ -193,9 +193,7 @@ impl EventQueue {
         } else if bucket < self.cursor + BUCKETS {
             let keys = &mut self.buckets[(bucket % BUCKETS) as usize];
             if keys.capacity() == 0 {
-                if let Some(recycled) = self.pool.pop() {
-                    *keys = recycled;
-                }
+                *keys = self.pool.pop().unwrap_or_else(|| Vec::with_capacity(16));
             }
             keys.push(key);
         } else {
@@ -204,10 +202,16 @@ impl EventQueue {
     }
 
     /// Takes back a queued event; a handle to one already run does nothing.
+    /// Its node is freed at once (so the arena holds only live events and
+    /// stays small); its key stays queued and is skipped when it comes up, as
+    /// the node no longer carries its insertion number.
     fn cancel(&mut self, handle: EventHandle) {
         if let Some(node) = self.nodes.get_mut(handle.node as usize) {
             if node.seq == handle.seq {
+                node.seq = 0;
                 node.event = Event::Cancelled;
+                node.next = self.free;
+                self.free = handle.node;
             }
         }
     }
@@ -220,16 +224,17 @@ impl EventQueue {
                 }
                 self.advance();
             }
-            let Reverse((at, _, index)) = self.current.pop()?;
+            let Reverse((at, seq, index)) = self.current.pop()?;
             self.len -= 1;
             let node = &mut self.nodes[index as usize];
+            if node.seq != seq {
+                // Cancelled: the node was freed (and may hold another event).
+                continue;
+            }
             node.seq = 0;
             node.next = self.free;
             self.free = index;
-            match std::mem::replace(&mut node.event, Event::Cancelled) {
-                Event::Cancelled => continue,
-                event => return Some((at, event)),
-            }
+            return Some((at, std::mem::replace(&mut node.event, Event::Cancelled)));
         }
     }
 
