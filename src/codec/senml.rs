@@ -148,6 +148,7 @@ pub(crate) struct Context {
 
 impl Context {
     /// Applies a record's base fields and resolves its name.
+    #[inline]
     fn path(&mut self, raw: &mut RawRecord<'_>, offset: usize) -> Result<Path, DecodeError> {
         if let Some(version) = raw.version {
             if version > SENML_VERSION {
@@ -177,6 +178,7 @@ impl Context {
     }
 
     /// Resolves a value record (Read, Write, Notify, Send, Write-Composite).
+    #[inline]
     pub(crate) fn record<'a>(
         &mut self,
         raw: &mut RawRecord<'a>,

@@ -244,11 +244,20 @@ impl ObjectDef {
 
     /// The resource with this id, if the object defines it.
     pub fn resource(&self, id: u16) -> Option<&ResourceDef> {
-        // Built-in objects number their resources densely from 0: try the index first.
-        match self.resources.get(id as usize) {
-            Some(r) if r.id == id => Some(r),
-            _ => self.resources.binary_search_by_key(&id, |r| r.id).ok().map(|i| &self.resources[i]),
+        // Ids are sorted and distinct, so resource `id` sits at an index of at
+        // most `id`; objects number their resources nearly densely from 0 (/5
+        // lacks 4), so it is usually there or a step or two below.
+        let resources: &[ResourceDef] = &self.resources;
+        let top = usize::from(id).min(resources.len().checked_sub(1)?);
+        for r in resources[top.saturating_sub(2)..=top].iter().rev() {
+            if r.id == id {
+                return Some(r);
+            }
+            if r.id < id {
+                return None;
+            }
         }
+        resources.binary_search_by_key(&id, |r| r.id).ok().map(|i| &resources[i])
     }
 }
 
@@ -354,6 +363,31 @@ impl Default for Registry {
 mod tests {
     use super::*;
     use alloc::vec;
+
+    #[test]
+    fn resources_are_found_dense_or_sparse() {
+        let ids = [0u16, 1, 2, 3, 5, 6, 9, 700, 701, 5700, 65534];
+        let def = ObjectDef::new(
+            9001,
+            "t",
+            ObjectVersion::V1_0,
+            false,
+            false,
+            ids.iter()
+                .map(|&id| ResourceDef::new(id, "r", Operations::READ, DataType::Integer, false, false))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        for id in 0..=u16::MAX {
+            assert_eq!(def.resource(id).map(|r| r.id), ids.contains(&id).then_some(id), "{id}");
+        }
+        let empty = ObjectDef::new(9002, "e", ObjectVersion::V1_0, false, false, vec![]).unwrap();
+        assert!(empty.resource(0).is_none());
+        // /5 has no resource 4: the ones after it are found all the same.
+        let firmware = crate::model::builtin::firmware_update(ObjectVersion::V1_2);
+        assert!(firmware.resource(4).is_none());
+        assert_eq!(firmware.resource(14).map(|r| r.id), Some(14));
+    }
 
     #[test]
     fn object_def_sorts_and_rejects_duplicates() {
