@@ -716,3 +716,61 @@ fn member_in(slots: &mut [Slot], at: MemberRef) -> Option<&mut Member> {
 pub fn run_fleet(config: FleetConfig, progress: impl FnMut(usize, usize)) -> FleetReport {
     Fleet::new(config).run(progress)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn tag(event: &Event) -> u64 {
+        match event {
+            Event::Downlink(_, id) => *id,
+            _ => u64::MAX,
+        }
+    }
+
+    proptest! {
+        /// The wheel gives events back exactly as one binary heap ordered by
+        /// (time, insertion) would, across buckets, the far heap and jumps,
+        /// and never gives back a cancelled one, while events are added as
+        /// others come out.
+        #[test]
+        fn events_come_out_in_time_order_and_cancelled_ones_never(
+            steps in prop::collection::vec((0u64..3_000_000, any::<bool>(), 0u8..4), 1..300),
+        ) {
+            let member = MemberRef { slot: 0, generation: 0 };
+            let mut queue = EventQueue::new();
+            let mut model: Vec<(Instant, u64, u64)> = Vec::new(); // (time, insertion, tag)
+            let mut handles = Vec::new();
+            let mut now = Instant::ZERO;
+            let mut inserted = 0u64;
+            for (delay, cancel, pops) in steps {
+                // Delays from milliseconds to ~50 minutes: past the wheel's window.
+                let at = now + Duration::from_millis(delay / if delay % 3 == 0 { 1 } else { 1000 });
+                inserted += 1;
+                let handle = queue.push(at, Event::Downlink(member, inserted));
+                model.push((at, inserted, inserted));
+                handles.push((handle, inserted));
+                if cancel && handles.len() > 1 {
+                    let (handle, cancelled) = handles.swap_remove((inserted as usize * 7) % handles.len());
+                    queue.cancel(handle);
+                    model.retain(|&(_, _, t)| t != cancelled);
+                }
+                for _ in 0..pops {
+                    model.sort();
+                    let expected = (!model.is_empty()).then(|| model.remove(0));
+                    let got = queue.pop().map(|(at, event)| (at, tag(&event)));
+                    prop_assert_eq!(got, expected.map(|(at, _, t)| (at, t)));
+                    if let Some((at, _)) = got {
+                        now = at;
+                    }
+                }
+            }
+            model.sort();
+            for (at, _, t) in model {
+                prop_assert_eq!(queue.pop().map(|(a, e)| (a, tag(&e))), Some((at, t)));
+            }
+            prop_assert!(queue.pop().is_none());
+        }
+    }
+}
