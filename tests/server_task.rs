@@ -655,3 +655,42 @@ fn a_refused_first_uri_write_fails() {
         Some(Outcome::Failed(Failure::Rejected { step: Step::WritingUri, code: ResponseCode::BAD_REQUEST }))
     );
 }
+
+#[test]
+fn a_late_send_from_before_the_update_is_no_version_mismatch() {
+    // Found at 1M simulated devices: the Send a lossy device made when it
+    // first registered (old /3/0/3, Idle, Update Result 0) was resent by CoAP
+    // and arrived 27 s later, while the task verified the new version.
+    let mut h = Harness::new(config());
+    let mut script = Script::default();
+    h.start();
+    h.answer(&script);
+    h.answer(&script);
+    h.answer(&script);
+    script.state = 2;
+    h.input(TaskInput::RegistrationUpdated);
+    h.answer(&script);
+    h.answer(&script); // Execute
+    script.state = 0;
+    script.result = 1;
+    script.version = "1.1.10".into();
+    h.input(TaskInput::Registered(&registration(false)));
+    h.answer(&script); // Read /5/0: Idle, Update Result 1
+    assert_eq!(h.task.step(), Step::Verifying);
+    let stale = {
+        let records = [
+            Record::new(Path::resource(3, 0, 3), Value::string("1.0.0")),
+            Record::new(Path::resource(5, 0, 3), Value::Integer(0)),
+            Record::new(Path::resource(5, 0, 5), Value::Integer(0)),
+        ];
+        let mut out = Vec::new();
+        codec::encode(ContentFormat::SenmlCbor, &Path::ROOT, &records, &Registry::default(), &mut out).unwrap();
+        out
+    };
+    h.input(TaskInput::Send { format: ContentFormat::SenmlCbor, payload: &stale });
+    assert_eq!(h.outcome(), None, "the stale version counted");
+    while h.outcome().is_none() {
+        h.answer(&script);
+    }
+    assert_eq!(h.outcome(), Some(Outcome::Succeeded { version: Some("1.1.10".into()) }));
+}

@@ -758,11 +758,14 @@ impl UpgradeTask {
             });
         }
         // A version counts only once the update is over: one sent along with
-        // Idle + Update Result 1, or read while verifying. An earlier one (a
-        // device rebooting mid-install still runs the old image) proves nothing.
+        // Idle + Update Result 1, or read on its own while verifying. An earlier
+        // one proves nothing: a device rebooting mid-install still runs the old
+        // image, and a Send from before the update, resent late by CoAP,
+        // carries the old version with Idle and Update Result 0.
         if let Some(version) = version {
             let finished = self.state == Some(State::Idle) && self.result == Some(UpdateResult::Success);
-            if self.step == Step::Verifying || (finished && state_seen) {
+            let counts = if state_seen { finished } else { self.step == Step::Verifying };
+            if counts {
                 self.version = Some(String::from(version.as_ref()));
             }
         }
