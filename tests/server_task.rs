@@ -187,23 +187,31 @@ fn pull_upgrade_succeeds_with_the_exact_version() {
     assert!(h.requests.is_empty(), "{:?}", h.requests);
 }
 
+/// Drives an S1 pull upgrade until the device, rebooted into `version`, has
+/// registered again and the task has read State and Update Result: the task
+/// then verifies, and its next request reads `/3/0/3`.
+fn upgrade_until_verifying(h: &mut Harness, script: &mut Script, version: &str) {
+    h.start();
+    h.answer(script);
+    h.answer(script);
+    h.answer(script);
+    script.state = 2;
+    h.input(TaskInput::RegistrationUpdated);
+    h.answer(script);
+    h.answer(script); // Execute
+    script.state = 0;
+    script.result = 1;
+    script.version = version.into();
+    h.input(TaskInput::Registered(&registration(false)));
+    h.answer(script); // Read /5/0: Idle, Update Result 1
+    assert_eq!(h.task.step(), Step::Verifying);
+}
+
 #[test]
 fn a_near_version_is_no_success() {
     let mut h = Harness::new(config());
     let mut script = Script::default();
-    h.start();
-    h.answer(&script);
-    h.answer(&script);
-    h.answer(&script);
-    script.state = 2;
-    h.input(TaskInput::RegistrationUpdated);
-    h.answer(&script);
-    h.answer(&script);
-    script.state = 0;
-    script.result = 1;
-    script.version = "1.1.1".into();
-    h.input(TaskInput::Registered(&registration(false)));
-    h.answer(&script);
+    upgrade_until_verifying(&mut h, &mut script, "1.1.1");
     h.answer(&script);
     assert_eq!(
         h.outcome(),
@@ -663,20 +671,7 @@ fn a_late_send_from_before_the_update_is_no_version_mismatch() {
     // and arrived 27 s later, while the task verified the new version.
     let mut h = Harness::new(config());
     let mut script = Script::default();
-    h.start();
-    h.answer(&script);
-    h.answer(&script);
-    h.answer(&script);
-    script.state = 2;
-    h.input(TaskInput::RegistrationUpdated);
-    h.answer(&script);
-    h.answer(&script); // Execute
-    script.state = 0;
-    script.result = 1;
-    script.version = "1.1.10".into();
-    h.input(TaskInput::Registered(&registration(false)));
-    h.answer(&script); // Read /5/0: Idle, Update Result 1
-    assert_eq!(h.task.step(), Step::Verifying);
+    upgrade_until_verifying(&mut h, &mut script, "1.1.10");
     let stale = {
         let records = [
             Record::new(Path::resource(3, 0, 3), Value::string("1.0.0")),

@@ -6,7 +6,7 @@ use alloc::borrow::Cow;
 use bytes::BufMut;
 
 use super::cbor_util::{Number, WireValue};
-use super::{DecodeError, DecodeErrorKind as Kind, EncodeError};
+use super::{DecodeError, DecodeErrorKind as Kind, DecodeOptions, EncodeError};
 use crate::model::{ContentFormat, Path, PathError, PathParser, Record, Registry, Value};
 
 /// The SenML labels (RFC 8428 Table 4 plus LwM2M's `vlo`).
@@ -212,6 +212,27 @@ impl Context {
             return Err(DecodeError::new(offset, Kind::InvalidField("value in a name-only record")));
         }
         self.path(raw, offset)
+    }
+}
+
+/// The per-record step of a SenML decoder's `decode_each`: counts records
+/// against the limit, resolves each against the base fields in force and
+/// hands it to `each`.
+pub(crate) fn resolver<'a, 'r>(
+    path: &'r Path,
+    registry: &'r Registry,
+    options: &'r DecodeOptions,
+    mut each: impl FnMut(Record<'a>) + 'r,
+) -> impl FnMut(&mut RawRecord<'a>, usize) -> Result<(), DecodeError> + 'r {
+    let mut context = Context::default();
+    let mut count = 0usize;
+    move |raw, offset| {
+        if count >= options.max_records {
+            return Err(DecodeError::new(offset, Kind::TooManyRecords { limit: options.max_records }));
+        }
+        count += 1;
+        each(context.record(raw, offset, path, registry)?);
+        Ok(())
     }
 }
 

@@ -53,18 +53,9 @@ pub fn decode_each<'a>(
     bytes: &'a [u8],
     registry: &Registry,
     options: &DecodeOptions,
-    mut each: impl FnMut(Record<'a>),
+    each: impl FnMut(Record<'a>),
 ) -> Result<(), DecodeError> {
-    let mut context = Context::default();
-    let mut count = 0usize;
-    for_each_record(bytes, options, |raw, offset| {
-        if count >= options.max_records {
-            return Err(DecodeError::new(offset, Kind::TooManyRecords { limit: options.max_records }));
-        }
-        count += 1;
-        each(context.record(raw, offset, path, registry)?);
-        Ok(())
-    })
+    for_each_record(bytes, options, senml::resolver(path, registry, options, each))
 }
 
 /// Decodes a name-only pack (a Read-Composite or Observe-Composite request body).

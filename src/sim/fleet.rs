@@ -298,6 +298,13 @@ impl UplinkStore {
     }
 }
 
+/// A member's two timers.
+#[derive(Debug, Clone, Copy)]
+enum Timer {
+    Device,
+    Task,
+}
+
 /// A request in flight from the server, retransmitted until answered.
 #[derive(Debug)]
 struct Outstanding {
@@ -612,18 +619,37 @@ impl Fleet {
             self.send_uplink(at, message, 0);
         }
         let Some(member) = self.member(at) else { return };
-        let Some(due) = member.device.poll_timeout() else { return };
-        let due = due.max(now);
-        let previous = member.device_timer;
+        if let Some(due) = member.device.poll_timeout() {
+            self.arm(at, due.max(now), Timer::Device);
+        }
+    }
+
+    /// Sets a member's device or task timer to `due`, cancelling the one it
+    /// replaces (nothing to do when it is already set to `due`).
+    fn arm(&mut self, at: MemberRef, due: Instant, timer: Timer) {
+        let Some(member) = self.member(at) else { return };
+        let slot = match timer {
+            Timer::Device => &mut member.device_timer,
+            Timer::Task => &mut member.task_timer,
+        };
+        let previous = *slot;
         if previous.is_some_and(|(t, _)| t == due) {
             return;
         }
         if let Some((_, handle)) = previous {
             self.queue.cancel(handle);
         }
-        let handle = self.schedule(due, Event::DeviceTimer(at));
+        let event = match timer {
+            Timer::Device => Event::DeviceTimer(at),
+            Timer::Task => Event::TaskTimer(at),
+        };
+        let handle = self.queue.push(due, event);
         if let Some(member) = self.member(at) {
-            member.device_timer = Some((due, handle));
+            let slot = match timer {
+                Timer::Device => &mut member.device_timer,
+                Timer::Task => &mut member.task_timer,
+            };
+            *slot = Some((due, handle));
         }
     }
 
@@ -661,18 +687,8 @@ impl Fleet {
             self.start_more();
             return;
         }
-        let Some(due) = member.task.poll_timeout() else { return };
-        let due = due.max(now);
-        let previous = member.task_timer;
-        if previous.is_some_and(|(t, _)| t == due) {
-            return;
-        }
-        if let Some((_, handle)) = previous {
-            self.queue.cancel(handle);
-        }
-        let handle = self.schedule(due, Event::TaskTimer(at));
-        if let Some(member) = self.member(at) {
-            member.task_timer = Some((due, handle));
+        if let Some(due) = member.task.poll_timeout() {
+            self.arm(at, due.max(now), Timer::Task);
         }
     }
 
