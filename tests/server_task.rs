@@ -689,3 +689,93 @@ fn a_late_send_from_before_the_update_is_no_version_mismatch() {
     }
     assert_eq!(h.outcome(), Some(Outcome::Succeeded { version: Some("1.1.10".into()) }));
 }
+
+#[test]
+fn observe_only_never_reads_even_after_a_refused_repeated_uri_write() {
+    let mut c = config();
+    c.strategy = Strategy::ObserveOnly;
+    // S5 cannot read /5/0/8, so only CoAP is taken as supported.
+    c.protocol = Protocol::Coap;
+    c.base_uri = "coap://fw.example/img/".into();
+    let mut h = Harness::new(c);
+    let mut script = Script::default();
+    h.start();
+    let mut result_observation = None;
+    let mut state_observation = None;
+    let mut uri_writes = 0;
+    for _ in 0..40 {
+        if h.outcome().is_some() {
+            break;
+        }
+        let Some((id, kind)) = h.requests.last().cloned() else {
+            // Waiting for news: the device notifies State and Update Result.
+            let state = script.state.to_string();
+            let result = script.result.to_string();
+            let (s, r) = (state_observation.expect("State observed"), result_observation.expect("Result observed"));
+            h.input(TaskInput::Notification { observation: s, format: ContentFormat::Text, payload: state.as_bytes() });
+            h.input(TaskInput::Notification {
+                observation: r,
+                format: ContentFormat::Text,
+                payload: result.as_bytes(),
+            });
+            continue;
+        };
+        let text = format!("{kind:?}");
+        assert!(!text.contains("Read"), "S5 read: {text}");
+        if text.contains("Observe") && text.contains("/5/0/5") {
+            result_observation = Some(id);
+        }
+        if text.contains("Observe") && text.contains("/5/0/3") {
+            state_observation = Some(id);
+        }
+        let uri_write = text.contains("Path(/5/0/1)") && !text.contains("payload: b\"\"");
+        if uri_write {
+            uri_writes += 1;
+        }
+        if uri_write && uri_writes == 2 {
+            // Refused (the device fetches the first write's image).
+            h.requests.pop();
+            h.input(TaskInput::Response { id, code: ResponseCode::BAD_REQUEST, format: None, payload: &[] });
+            continue;
+        }
+        h.answer(&script);
+        if uri_write {
+            // The first download fails: Update Result 4, and the task retries.
+            script.result = 4;
+            let observation = result_observation.expect("Update Result observed");
+            h.input(TaskInput::Notification { observation, format: ContentFormat::Text, payload: b"4" });
+            script.result = 0;
+        }
+    }
+    assert_eq!(uri_writes, 2, "{:?} {:?}", h.outcome(), h.events);
+    assert_eq!(
+        h.outcome(),
+        Some(Outcome::Failed(Failure::Rejected { step: Step::WritingUri, code: ResponseCode::BAD_REQUEST }))
+    );
+}
+
+#[test]
+fn a_read_answer_without_state_is_no_proof_of_delivery() {
+    // A stale report said Downloading; the Read's own answer carried no State
+    // (here: no payload at all), so the URI must be written again.
+    let mut h = Harness::new(config());
+    retry_after_a_failed_download(&mut h);
+    h.input(TaskInput::Send { format: ContentFormat::SenmlCbor, payload: &send_payload(0, 0) });
+    assert_eq!(h.task.step(), Step::WritingUri);
+    h.input(TaskInput::Send { format: ContentFormat::SenmlCbor, payload: &send_payload(1, 0) });
+    let (read, _) = h.last();
+    h.requests.pop();
+    h.input(TaskInput::Response { id: read, code: ResponseCode::CONTENT, format: None, payload: &[] });
+    assert!(h.describe().contains("Path(/5/0/1)"), "took a stale report for delivery: {}", h.describe());
+}
+
+#[test]
+fn snapshots_from_before_the_uri_write_counters_still_load() {
+    let mut h = Harness::new(config());
+    h.start();
+    let mut json: serde_json::Value = serde_json::to_value(&h.task).unwrap();
+    let fields = json.as_object_mut().unwrap();
+    assert!(fields.remove("uri_writes").is_some() && fields.remove("uri_refused").is_some());
+    let restored: UpgradeTask = serde_json::from_value(json).unwrap();
+    assert_eq!(restored.step(), h.task.step());
+}

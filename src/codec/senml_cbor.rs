@@ -435,19 +435,20 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Everything the record holds, the labels seen included.
     fn fields(raw: &RawRecord<'_>) -> String {
-        format!("{:?} {:?} {:?}", raw.name, raw.base_name, raw.value)
+        format!("{raw:?}")
     }
 
-    /// Reads one field from `bytes` into a record that may already hold a
-    /// name (to see duplicate-label errors), with the fast path allowed or
-    /// not; returns what the record holds and where the reader is, or the error.
-    fn read(bytes: &[u8], named: bool, fast: bool) -> Result<(String, usize), DecodeError> {
+    /// Reads one field from `bytes` into a record that already holds the field
+    /// `before` (to see duplicate-label and multiple-value errors), with the
+    /// fast path allowed or not; returns the record and the reader's position,
+    /// or the error.
+    fn read(bytes: &[u8], before: Option<Label>, fast: bool) -> Result<(String, usize), DecodeError> {
         let mut reader = Reader::new(bytes);
         let mut raw = RawRecord::default();
-        if named {
-            raw.mark(Label::Name, 0)?;
-            raw.name = Some(alloc::borrow::Cow::Borrowed(b"/1".as_slice()));
+        if let Some(label) = before {
+            raw.mark(label, 0)?;
         }
         let options = DecodeOptions::default();
         if fast {
@@ -465,7 +466,10 @@ mod tests {
             value in prop::collection::vec(any::<u8>(), 0..4),
             text in "[/0-9a-z\\u{e9}]{0,25}",
             as_text in any::<bool>(),
-            named in any::<bool>(),
+            before in prop::sample::select(vec![
+                None, Some(Label::Name), Some(Label::BaseName), Some(Label::Value),
+                Some(Label::StringValue), Some(Label::Time),
+            ]),
         ) {
             let mut bytes = vec![key];
             if as_text {
@@ -475,7 +479,7 @@ mod tests {
             } else {
                 bytes.extend_from_slice(&value);
             }
-            prop_assert_eq!(read(&bytes, named, true), read(&bytes, named, false), "{:02x?}", bytes);
+            prop_assert_eq!(read(&bytes, before, true), read(&bytes, before, false), "{:02x?}", bytes);
         }
     }
 }

@@ -235,7 +235,7 @@ pub struct UpgradeTask {
     /// Package URI writes sent, over all attempts (saturating).
     #[cfg_attr(feature = "serde", serde(default))]
     uri_writes: u8,
-    /// A repeated URI write was refused once and the task looked again.
+    /// In this attempt, a repeated URI write was refused and the task looked again.
     #[cfg_attr(feature = "serde", serde(default))]
     uri_refused: bool,
     outcome: Option<Box<Outcome>>,
@@ -375,6 +375,7 @@ impl UpgradeTask {
             self.execute_released = false;
             self.resume = None;
             self.need_read = true;
+            self.uri_refused = false;
             self.state = None;
             self.set_step(now, Step::Inspecting);
             return;
@@ -610,12 +611,13 @@ impl UpgradeTask {
                 if let Action::Observe(target) = action {
                     self.observations[target.index()] = u32::try_from(id).unwrap_or(NO_ID);
                 }
-                if let Some(format) = format {
-                    self.apply_payload(now, format, &path, payload);
-                }
-                if action == Action::ReadFirmware && !self.delivered && self.downloading_ours() {
+                let read_state = format.and_then(|format| self.apply_payload(now, format, &path, payload));
+                let downloading = matches!(read_state, Some(State::Downloading | State::Downloaded));
+                if action == Action::ReadFirmware && downloading && !self.delivered && self.downloading_ours() {
                     // The device fetches (or has fetched) the URI an earlier
                     // write of ours named: writing again would only be refused.
+                    // This answer itself must say so: what reports said before
+                    // may be stale.
                     self.delivered = true;
                 }
             }
@@ -642,12 +644,11 @@ impl UpgradeTask {
                         self.result = None;
                     }
                 }
-                // A refusal arriving after the task moved on is harmless.
-                _ if self.delivered => self.need_read = true,
                 // A repeated write can be refused because the device already
                 // fetches what an earlier write named (its answer was lost, or
-                // a stale report made the task retry): look once before giving up.
-                _ if self.uri_writes >= 2 && !self.uri_refused => {
+                // a stale report made the task retry): look once before giving
+                // up, unless the strategy never reads (S5).
+                _ if self.uri_writes >= 2 && !self.uri_refused && self.strategy().reads() => {
                     self.uri_refused = true;
                     self.need_read = true;
                 }
@@ -700,7 +701,14 @@ impl UpgradeTask {
         }
     }
 
-    fn apply_payload(&mut self, _now: Instant, format: ContentFormat, requested: &Path, payload: &[u8]) {
+    /// Applies what a payload says; returns the State it carried, if any.
+    fn apply_payload(
+        &mut self,
+        _now: Instant,
+        format: ContentFormat,
+        requested: &Path,
+        payload: &[u8],
+    ) -> Option<State> {
         // What the payload says, gathered record by record (nothing is
         // allocated) and applied only if the whole payload decodes.
         let mut state = None;
@@ -735,7 +743,7 @@ impl UpgradeTask {
             });
         if decoded.is_err() {
             // Undecodable: treat as no information; the step deadline covers it.
-            return;
+            return None;
         }
         let state_seen = state.is_some() || result.is_some();
         if let Some(state) = state {
@@ -777,6 +785,7 @@ impl UpgradeTask {
                 *deadline = self.last_now + self.config.step_timeout;
             }
         }
+        state
     }
 
     /// Fires due deadlines: the upgrade timeout (U1), the per-step fallback
@@ -1083,7 +1092,7 @@ impl UpgradeTask {
             Step::Resetting => (!self.reset_done).then_some(Action::Reset),
             Step::ExtendingLifetime => Some(Action::WriteLifetime),
             Step::Observing => observe_missing(self.want_observe).map(Action::Observe),
-            Step::WritingUri if self.need_read && self.uri_refused => Some(Action::ReadFirmware),
+            Step::WritingUri if self.need_read && self.uri_refused && reads => Some(Action::ReadFirmware),
             Step::WritingUri => (!self.delivered).then_some(Action::WriteUri),
             Step::Pushing => (!self.delivered).then_some(Action::PushBlock(self.next_block)),
             Step::Executing => Some(Action::Execute),

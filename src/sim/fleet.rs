@@ -521,7 +521,9 @@ impl Fleet {
     }
 
     fn link(&self, at: MemberRef, down: bool) -> LinkParams {
-        match self.slots[at.slot as usize].member.as_ref() {
+        let slot = &self.slots[at.slot as usize];
+        // A message of an upgrade that has ended travels on no device's link.
+        match slot.member.as_ref().filter(|_| slot.generation == at.generation) {
             Some(member) => {
                 let profile = member.device.profile();
                 if down { profile.downlink } else { profile.uplink }
