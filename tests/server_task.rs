@@ -690,8 +690,10 @@ fn a_late_send_from_before_the_update_is_no_version_mismatch() {
     assert_eq!(h.outcome(), Some(Outcome::Succeeded { version: Some("1.1.10".into()) }));
 }
 
-#[test]
-fn observe_only_never_reads_even_after_a_refused_repeated_uri_write() {
+/// Runs an S5 upgrade whose first download fails and whose second URI write is
+/// refused; after the refusal the device shows `state_after_refusal`. Returns
+/// the harness and the number of URI writes; panics on any Read.
+fn observe_only_with_a_refused_second_write(state_after_refusal: i64, refuse_third: bool) -> (Harness, usize) {
     let mut c = config();
     c.strategy = Strategy::ObserveOnly;
     // S5 cannot read /5/0/8, so only CoAP is taken as supported.
@@ -704,7 +706,7 @@ fn observe_only_never_reads_even_after_a_refused_repeated_uri_write() {
     let mut state_observation = None;
     let mut uri_writes = 0;
     for _ in 0..40 {
-        if h.outcome().is_some() {
+        if h.outcome().is_some() || (uri_writes >= 2 && h.task.step() == Step::Downloading) {
             break;
         }
         let Some((id, kind)) = h.requests.last().cloned() else {
@@ -732,22 +734,33 @@ fn observe_only_never_reads_even_after_a_refused_repeated_uri_write() {
         if uri_write {
             uri_writes += 1;
         }
-        if uri_write && uri_writes == 2 {
-            // Refused (the device fetches the first write's image).
+        if uri_write && (uri_writes == 2 || (uri_writes == 3 && refuse_third)) {
             h.requests.pop();
             h.input(TaskInput::Response { id, code: ResponseCode::BAD_REQUEST, format: None, payload: &[] });
+            script.state = state_after_refusal;
             continue;
         }
         h.answer(&script);
-        if uri_write {
+        if uri_write && uri_writes == 1 {
             // The first download fails: Update Result 4, and the task retries.
-            script.result = 4;
             let observation = result_observation.expect("Update Result observed");
             h.input(TaskInput::Notification { observation, format: ContentFormat::Text, payload: b"4" });
-            script.result = 0;
         }
     }
-    assert_eq!(uri_writes, 2, "{:?} {:?}", h.outcome(), h.events);
+    (h, uri_writes)
+}
+
+#[test]
+fn observe_only_looks_by_observing_after_a_refused_repeated_uri_write() {
+    // The device fetches the first write's image: the new Observe of State
+    // says Downloading, and the task goes on without writing again.
+    let (h, uri_writes) = observe_only_with_a_refused_second_write(1, false);
+    assert_eq!(uri_writes, 2, "{:?}", h.events);
+    assert_eq!(h.task.step(), Step::Downloading);
+    assert_eq!(h.outcome(), None);
+    // The device is idle: the task writes once more, and a second refusal ends it.
+    let (h, uri_writes) = observe_only_with_a_refused_second_write(0, true);
+    assert_eq!(uri_writes, 3);
     assert_eq!(
         h.outcome(),
         Some(Outcome::Failed(Failure::Rejected { step: Step::WritingUri, code: ResponseCode::BAD_REQUEST }))

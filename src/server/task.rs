@@ -613,7 +613,8 @@ impl UpgradeTask {
                 }
                 let read_state = format.and_then(|format| self.apply_payload(now, format, &path, payload));
                 let downloading = matches!(read_state, Some(State::Downloading | State::Downloaded));
-                if action == Action::ReadFirmware && downloading && !self.delivered && self.downloading_ours() {
+                let looked = matches!(action, Action::ReadFirmware | Action::Observe(Target::State));
+                if looked && downloading && !self.delivered && self.downloading_ours() {
                     // The device fetches (or has fetched) the URI an earlier
                     // write of ours named: writing again would only be refused.
                     // This answer itself must say so: what reports said before
@@ -647,10 +648,15 @@ impl UpgradeTask {
                 // A repeated write can be refused because the device already
                 // fetches what an earlier write named (its answer was lost, or
                 // a stale report made the task retry): look once before giving
-                // up, unless the strategy never reads (S5).
-                _ if self.uri_writes >= 2 && !self.uri_refused && self.strategy().reads() => {
+                // up (S5, which never reads, observes State again).
+                _ if self.uri_writes >= 2 && !self.uri_refused => {
                     self.uri_refused = true;
-                    self.need_read = true;
+                    if self.strategy().reads() {
+                        self.need_read = true;
+                    } else {
+                        // S5 never reads: it observes State again instead.
+                        self.observations[Target::State.index()] = NO_ID;
+                    }
                 }
                 // Anjay answers 4.00 with Update Result 9 for an unsupported scheme.
                 code => {
@@ -926,8 +932,9 @@ impl UpgradeTask {
     /// True when, while this task writes the Package URI and has written it
     /// before, the device shows a pull in progress or done. After the reset at
     /// the start (a busy device is reset first) only a URI this task wrote can
-    /// have started it. Only a Read answer is trusted for this: a notification
-    /// or a Send may be a stale one, delivered late.
+    /// have started it. Only an answer to the task's own look (a Read, or under
+    /// S5 a new Observe of State) is trusted for this: a notification or a Send
+    /// may be a stale one, delivered late.
     fn downloading_ours(&self) -> bool {
         self.step == Step::WritingUri
             && !self.push
@@ -1093,6 +1100,10 @@ impl UpgradeTask {
             Step::ExtendingLifetime => Some(Action::WriteLifetime),
             Step::Observing => observe_missing(self.want_observe).map(Action::Observe),
             Step::WritingUri if self.need_read && self.uri_refused && reads => Some(Action::ReadFirmware),
+            // S5 looks by observing State anew: the first answer carries it.
+            Step::WritingUri if self.uri_refused && !reads && observe_missing(Target::State.bit()).is_some() => {
+                Some(Action::Observe(Target::State))
+            }
             Step::WritingUri => (!self.delivered).then_some(Action::WriteUri),
             Step::Pushing => (!self.delivered).then_some(Action::PushBlock(self.next_block)),
             Step::Executing => Some(Action::Execute),
