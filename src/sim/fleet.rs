@@ -97,8 +97,6 @@ enum Event {
     Retransmit(MemberRef, RequestId, u8),
     /// A confirmable uplink's retransmission (the device resends it).
     UplinkRetransmit(MemberRef, u32, u8),
-    /// Taken back before it was due.
-    Cancelled,
 }
 
 /// An event in the queue, to cancel it by.
@@ -118,7 +116,8 @@ struct Node {
     seq: u64,
     /// Next node of the free list.
     next: u32,
-    event: Event,
+    /// None while the node is free.
+    event: Option<Event>,
 }
 
 /// Heap keys: time, insertion number, node.
@@ -170,7 +169,7 @@ impl EventQueue {
         self.len += 1;
         self.seq += 1;
         let seq = self.seq;
-        let node = Node { seq, next: NIL, event };
+        let node = Node { seq, next: NIL, event: Some(event) };
         let index = if self.free == NIL {
             self.nodes.push(node);
             (self.nodes.len() - 1) as u32
@@ -209,7 +208,7 @@ impl EventQueue {
         if let Some(node) = self.nodes.get_mut(handle.node as usize) {
             if node.seq == handle.seq {
                 node.seq = 0;
-                node.event = Event::Cancelled;
+                node.event = None;
                 node.next = self.free;
                 self.free = handle.node;
             }
@@ -234,7 +233,9 @@ impl EventQueue {
             node.seq = 0;
             node.next = self.free;
             self.free = index;
-            return Some((at, std::mem::replace(&mut node.event, Event::Cancelled)));
+            if let Some(event) = node.event.take() {
+                return Some((at, event));
+            }
         }
     }
 
@@ -516,7 +517,6 @@ impl Fleet {
                     self.send_uplink(at, message, attempt);
                 }
             }
-            Event::Cancelled => {}
         }
     }
 
@@ -645,7 +645,7 @@ impl Fleet {
             Timer::Device => Event::DeviceTimer(at),
             Timer::Task => Event::TaskTimer(at),
         };
-        let handle = self.queue.push(due, event);
+        let handle = self.schedule(due, event);
         if let Some(member) = self.member(at) {
             let slot = match timer {
                 Timer::Device => &mut member.device_timer,
