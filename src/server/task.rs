@@ -648,15 +648,10 @@ impl UpgradeTask {
                 // A repeated write can be refused because the device already
                 // fetches what an earlier write named (its answer was lost, or
                 // a stale report made the task retry): look once before giving
-                // up (S5, which never reads, observes State again).
+                // up (by a Read, or under S5 by observing anew).
                 _ if self.uri_writes >= 2 && !self.uri_refused => {
                     self.uri_refused = true;
-                    if self.strategy().reads() {
-                        self.need_read = true;
-                    } else {
-                        // S5 never reads: it observes State again instead.
-                        self.observations[Target::State.index()] = NO_ID;
-                    }
+                    self.refresh_state();
                 }
                 // Anjay answers 4.00 with Update Result 9 for an unsupported scheme.
                 code => {
@@ -1099,12 +1094,19 @@ impl UpgradeTask {
             Step::Resetting => (!self.reset_done).then_some(Action::Reset),
             Step::ExtendingLifetime => Some(Action::WriteLifetime),
             Step::Observing => observe_missing(self.want_observe).map(Action::Observe),
-            Step::WritingUri if self.need_read && self.uri_refused && reads => Some(Action::ReadFirmware),
-            // S5 looks by observing State anew: the first answer carries it.
-            Step::WritingUri if self.uri_refused && !reads && observe_missing(Target::State.bit()).is_some() => {
-                Some(Action::Observe(Target::State))
+            Step::WritingUri => {
+                // The look after a refused write (`refresh_state`): a Read, or
+                // under S5 new observations, whose first answers carry the values.
+                if self.uri_refused {
+                    if reads && self.need_read {
+                        return Some(Action::ReadFirmware);
+                    }
+                    if let Some(target) = observe_missing(self.want_observe).filter(|_| !reads) {
+                        return Some(Action::Observe(target));
+                    }
+                }
+                (!self.delivered).then_some(Action::WriteUri)
             }
-            Step::WritingUri => (!self.delivered).then_some(Action::WriteUri),
             Step::Pushing => (!self.delivered).then_some(Action::PushBlock(self.next_block)),
             Step::Executing => Some(Action::Execute),
             Step::Downloading | Step::Updating => {
