@@ -136,6 +136,11 @@ impl Harness {
         self.input(TaskInput::Response { id, code, format, payload: &payload });
     }
 
+    /// Answers request `id` with 4.00 Bad Request.
+    fn refuse(&mut self, id: RequestId) {
+        self.input(TaskInput::Response { id, code: ResponseCode::BAD_REQUEST, format: None, payload: &[] });
+    }
+
     fn describe(&self) -> String {
         format!("{:?}", self.last().1)
     }
@@ -556,6 +561,11 @@ proptest! {
     }
 }
 
+/// How an upgrade ends when the device refuses the Package URI.
+fn uri_write_refused() -> Outcome {
+    Outcome::Failed(Failure::Rejected { step: Step::WritingUri, code: ResponseCode::BAD_REQUEST })
+}
+
 /// A Send of State and Update Result (SenML-CBOR at `/`), as S4 devices send.
 fn send_payload(state: i64, result: i64) -> Vec<u8> {
     let records = [
@@ -620,7 +630,7 @@ fn a_refused_repeated_uri_write_is_looked_at_once() {
     let (second_write, _) = h.last();
     h.requests.pop();
     // ... and refused, because the device meanwhile fetches the first one.
-    h.input(TaskInput::Response { id: second_write, code: ResponseCode::BAD_REQUEST, format: None, payload: &[] });
+    h.refuse(second_write);
     assert_eq!(h.outcome(), None);
     assert!(h.describe().contains("Read") && h.describe().contains("/5/0"), "{}", h.describe());
     h.answer(&Script { state: 1, ..Script::default() });
@@ -637,16 +647,13 @@ fn a_refused_repeated_uri_write_is_looked_at_once() {
     for _ in 0..2 {
         let (write, _) = h.last();
         h.requests.pop();
-        h.input(TaskInput::Response { id: write, code: ResponseCode::BAD_REQUEST, format: None, payload: &[] });
+        h.refuse(write);
         if h.outcome().is_none() {
             h.answer(&Script::default()); // the look: idle
             assert!(h.describe().contains("Path(/5/0/1)"), "{}", h.describe());
         }
     }
-    assert_eq!(
-        h.outcome(),
-        Some(Outcome::Failed(Failure::Rejected { step: Step::WritingUri, code: ResponseCode::BAD_REQUEST }))
-    );
+    assert_eq!(h.outcome(), Some(uri_write_refused()));
 }
 
 #[test]
@@ -657,11 +664,8 @@ fn a_refused_first_uri_write_fails() {
     h.answer(&script);
     h.answer(&script);
     let (uri_write, _) = h.last();
-    h.input(TaskInput::Response { id: uri_write, code: ResponseCode::BAD_REQUEST, format: None, payload: &[] });
-    assert_eq!(
-        h.outcome(),
-        Some(Outcome::Failed(Failure::Rejected { step: Step::WritingUri, code: ResponseCode::BAD_REQUEST }))
-    );
+    h.refuse(uri_write);
+    assert_eq!(h.outcome(), Some(uri_write_refused()));
 }
 
 #[test]
@@ -736,7 +740,7 @@ fn observe_only_with_a_refused_second_write(state_after_refusal: i64, refuse_thi
         }
         if uri_write && (uri_writes == 2 || (uri_writes == 3 && refuse_third)) {
             h.requests.pop();
-            h.input(TaskInput::Response { id, code: ResponseCode::BAD_REQUEST, format: None, payload: &[] });
+            h.refuse(id);
             script.state = state_after_refusal;
             continue;
         }
@@ -761,10 +765,7 @@ fn observe_only_looks_by_observing_after_a_refused_repeated_uri_write() {
     // The device is idle: the task writes once more, and a second refusal ends it.
     let (h, uri_writes) = observe_only_with_a_refused_second_write(0, true);
     assert_eq!(uri_writes, 3);
-    assert_eq!(
-        h.outcome(),
-        Some(Outcome::Failed(Failure::Rejected { step: Step::WritingUri, code: ResponseCode::BAD_REQUEST }))
-    );
+    assert_eq!(h.outcome(), Some(uri_write_refused()));
 }
 
 #[test]
