@@ -97,6 +97,7 @@ fn json_line(args: &Args, strategy: Strategy, report: &FleetReport, wall_ms: u12
         "devices": report.devices,
         "succeeded": report.succeeded,
         "failed": failed,
+        "late_succeeded": report.late_succeeded,
         "stuck": report.stuck,
         "downlinks": report.downlinks,
         "uplinks": report.uplinks,
@@ -155,6 +156,13 @@ fn table(args: &Args, rows: &[(Strategy, FleetReport, u128)]) {
         }
         let reasons: Vec<String> = r.failed.iter().map(|(k, v)| format!("{k} {v}")).collect();
         println!("  {:<18} {}", strategy.name(), reasons.join(", "));
+    }
+    for (strategy, r, _) in rows {
+        if r.late_succeeded.is_empty() {
+            continue;
+        }
+        let reasons: Vec<String> = r.late_succeeded.iter().map(|(k, v)| format!("after {k} {v}")).collect();
+        println!("  {:<18} late successes: {}", strategy.name(), reasons.join(", "));
     }
     if let Some((_, r, _)) = rows.first() {
         println!("\none task's state: {} bytes", r.task_bytes);

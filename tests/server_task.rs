@@ -657,14 +657,38 @@ fn a_refused_repeated_uri_write_is_looked_at_once() {
 }
 
 #[test]
-fn a_refused_first_uri_write_fails() {
+fn a_refused_first_uri_write_is_looked_at_and_fails_when_refused_again() {
+    // A duplicated datagram reaches a client without a response cache twice:
+    // the copy's 4.00 may overtake the first copy's 2.04, so even a first
+    // refusal is looked at before it counts.
     let mut h = Harness::new(config());
     let script = Script::default();
     h.start();
     h.answer(&script);
     h.answer(&script);
     let (uri_write, _) = h.last();
+    h.requests.pop();
     h.refuse(uri_write);
+    assert_eq!(h.outcome(), None);
+    assert!(h.describe().contains("Read") && h.describe().contains("/5/0"), "{}", h.describe());
+    h.answer(&script); // idle: the refusal was real, or the write never arrived
+    assert!(h.describe().contains("Path(/5/0/1)"), "written once more: {}", h.describe());
+    let (second, _) = h.last();
+    h.requests.pop();
+    h.refuse(second);
+    assert_eq!(h.outcome(), Some(uri_write_refused()));
+    assert!(h.requests.iter().all(|(_, kind)| !format!("{kind:?}").contains("/5/0/1")), "{:?}", h.requests);
+
+    // The look shows why the device refused (Update Result 9, unsupported
+    // protocol): no second write.
+    let mut h = Harness::new(config());
+    h.start();
+    h.answer(&script);
+    h.answer(&script);
+    let (uri_write, _) = h.last();
+    h.requests.pop();
+    h.refuse(uri_write);
+    h.answer(&Script { result: 9, ..Script::default() });
     assert_eq!(h.outcome(), Some(uri_write_refused()));
 }
 
@@ -789,7 +813,14 @@ fn snapshots_from_before_the_uri_write_counters_still_load() {
     h.start();
     let mut json: serde_json::Value = serde_json::to_value(&h.task).unwrap();
     let fields = json.as_object_mut().unwrap();
-    assert!(fields.remove("uri_writes").is_some() && fields.remove("uri_refused").is_some());
+    // Fields added since the first snapshots were taken.
+    for added in ["uri_writes", "busy_until", "checking", "checked", "execute_sent", "late_watch_until", "late_look"] {
+        assert!(fields.remove(added).is_some(), "{added}");
+    }
+    // And one that is gone (a snapshot from before the refusal checks).
+    fields.insert("uri_refused".into(), serde_json::Value::Bool(false));
+    let config = fields.get_mut("config").unwrap().as_object_mut().unwrap();
+    assert!(config.remove("request_timeout").is_some());
     let restored: UpgradeTask = serde_json::from_value(json).unwrap();
     assert_eq!(restored.step(), h.task.step());
 }

@@ -346,6 +346,9 @@ impl ResponseCode {
     pub const UNSUPPORTED_CONTENT_FORMAT: ResponseCode = ResponseCode::new(4, 15);
     /// 5.00 Internal Server Error.
     pub const INTERNAL_SERVER_ERROR: ResponseCode = ResponseCode::new(5, 0);
+    /// 5.03 Service Unavailable: transient, try again after Max-Age (RFC 7252
+    /// §5.9.3.4).
+    pub const SERVICE_UNAVAILABLE: ResponseCode = ResponseCode::new(5, 3);
 
     /// The code `class.detail`.
     pub const fn new(class: u8, detail: u8) -> ResponseCode {

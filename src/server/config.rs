@@ -6,6 +6,15 @@ use core::time::Duration;
 
 use crate::model::{Protocol, UpdateResult};
 
+/// RFC 7252 MAX_TRANSMIT_WAIT with the default transmission parameters: the
+/// longest a confirmable request can wait for its answer.
+pub const MAX_TRANSMIT_WAIT: Duration = Duration::from_secs(93);
+
+#[cfg(feature = "serde")]
+fn default_request_timeout() -> Duration {
+    MAX_TRANSMIT_WAIT
+}
+
 /// How the server learns the device's FOTA State and Update Result
 /// (features.md S1–S5). More optimised strategies demand more of the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -138,6 +147,14 @@ pub struct UpgradeConfig {
     pub timeout: Duration,
     /// How long to wait for a notification or Send before falling back (B7).
     pub step_timeout: Duration,
+    /// How long a request may stay unanswered before it counts as a downlink
+    /// failure, and how long its answer is accepted: CoAP's own span for a
+    /// confirmable exchange (default 93 s, RFC 7252 MAX_TRANSMIT_WAIT), so the
+    /// task never gives up on a request the transport still retransmits. A
+    /// transport that reports its failures (`TaskInput::TransportFailure`)
+    /// usually does so first.
+    #[cfg_attr(feature = "serde", serde(default = "default_request_timeout"))]
+    pub request_timeout: Duration,
     /// U6: start from the cached data model instead of a Read (default off).
     pub use_cached_data_model: bool,
     /// U10: read `/5/0/8` and `/5/0/9` and refuse what the device does not
@@ -179,6 +196,7 @@ impl UpgradeConfig {
             image_size,
             timeout: Duration::from_secs(20 * 60),
             step_timeout: Duration::from_secs(60),
+            request_timeout: MAX_TRANSMIT_WAIT,
             use_cached_data_model: false,
             check_delivery_and_protocol: true,
             resume_after_downlink_failure: false,

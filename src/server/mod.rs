@@ -30,6 +30,6 @@ mod config;
 mod outcome;
 mod task;
 
-pub use config::{Delivery, RetryPolicy, Strategy, UpgradeConfig};
+pub use config::{Delivery, MAX_TRANSMIT_WAIT, RetryPolicy, Strategy, UpgradeConfig};
 pub use outcome::{Failure, Outcome, Step, TaskEvent};
 pub use task::{CachedModel, RequestKind, TaskError, TaskInput, TaskOutput, TaskRequest, UpgradeTask};

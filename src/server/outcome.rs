@@ -190,12 +190,34 @@ pub enum Outcome {
     },
     /// Failed, and why.
     Failed(Failure),
+    /// The task failed (`failure`), but afterwards the device showed that the
+    /// update it had been told to apply succeeded: it registered again and
+    /// reported Update Result 1 and, where a target was set, `/3/0/3` equal
+    /// to it. Only an upgrade whose Execute was sent can end so.
+    LateSuccess {
+        /// The version the device reports, when known.
+        version: Option<String>,
+        /// How the task had failed.
+        failure: Failure,
+    },
 }
 
 impl Outcome {
-    /// True for success.
+    /// True when the device runs the new image ([`Outcome::Succeeded`] or
+    /// [`Outcome::LateSuccess`]).
     pub fn is_success(&self) -> bool {
-        matches!(self, Outcome::Succeeded { .. })
+        matches!(self, Outcome::Succeeded { .. } | Outcome::LateSuccess { .. })
+    }
+
+    /// A short machine-friendly reason: `None` for a success,
+    /// [`Failure::reason`] for a failure, `late-success-after-<reason>` for a
+    /// late success.
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            Outcome::Succeeded { .. } => None,
+            Outcome::Failed(failure) => Some(failure.reason()),
+            Outcome::LateSuccess { failure, .. } => Some(alloc::format!("late-success-after-{}", failure.reason())),
+        }
     }
 }
 
@@ -232,4 +254,7 @@ pub enum TaskEvent {
     },
     /// The end.
     Finished(Outcome),
+    /// After the task had finished with a failure, the device proved the
+    /// update applied: the outcome is now [`Outcome::LateSuccess`].
+    LateSuccess(Outcome),
 }

@@ -5,6 +5,7 @@ use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::sync::Arc;
 use bytes::Bytes;
+use core::time::Duration;
 
 use super::config::{Delivery, Strategy, UpgradeConfig};
 use super::outcome::{Failure, Outcome, Step, TaskEvent};
@@ -48,6 +49,19 @@ pub enum TaskInput<'a> {
         format: Option<ContentFormat>,
         /// The payload.
         payload: &'a [u8],
+    },
+    /// The device answered request `id` with 5.03 Service Unavailable: it is
+    /// busy (e.g. with a block-wise transfer) and asks to be asked again after
+    /// `max_age` (the response's Max-Age option, RFC 7252 §5.9.3.4; `None`
+    /// when absent, meaning its default of 60 s). The task sends the same
+    /// request again then, never sooner, and never later than one step
+    /// timeout. A plain [`TaskInput::Response`] with code 5.03 is taken the
+    /// same way, with the default Max-Age.
+    ServiceUnavailable {
+        /// The request.
+        id: RequestId,
+        /// The Max-Age option's value.
+        max_age: Option<Duration>,
     },
     /// Request `id` could not be delivered (CoAP retransmissions exhausted).
     TransportFailure {
@@ -174,6 +188,9 @@ impl Target {
 /// A request the device rejected or never got, remembered for U7.
 const NO_ID: u32 = 0;
 
+/// RFC 7252 §5.10.5: Max-Age when a response does not carry it.
+const DEFAULT_MAX_AGE: Duration = Duration::from_secs(60);
+
 /// One device's firmware upgrade: strategy × delivery × protocol, timeout,
 /// resume, retries and verification (features.md U1–U12, S1–S5, B1, B4,
 /// B7–B10), sans-I/O.
@@ -235,9 +252,27 @@ pub struct UpgradeTask {
     /// Package URI writes sent, over all attempts (saturating).
     #[cfg_attr(feature = "serde", serde(default))]
     uri_writes: u8,
-    /// In this attempt, a repeated URI write was refused and the task looked again.
+    /// 5.03 Service Unavailable: no request before then.
     #[cfg_attr(feature = "serde", serde(default))]
-    uri_refused: bool,
+    busy_until: Option<Instant>,
+    /// A refusal under check: the refused action and its code, while the task
+    /// looks at State and Update Result before the refusal counts.
+    #[cfg_attr(feature = "serde", serde(default))]
+    checking: Option<(Action, ResponseCode)>,
+    /// The action last checked after a refusal in this attempt: a second
+    /// refusal of the same action counts at once.
+    #[cfg_attr(feature = "serde", serde(default))]
+    checked: Option<Action>,
+    /// An Execute was sent (in any attempt): the device may run the new image.
+    #[cfg_attr(feature = "serde", serde(default))]
+    execute_sent: bool,
+    /// After a failure that may hide an applied update: the task watches the
+    /// device until then for proof of a late success.
+    #[cfg_attr(feature = "serde", serde(default))]
+    late_watch_until: Option<Instant>,
+    /// While watching: the device spoke, look at State, Update Result and version.
+    #[cfg_attr(feature = "serde", serde(default))]
+    late_look: bool,
     outcome: Option<Box<Outcome>>,
     events: VecDeque<TaskEvent>,
 }
@@ -282,7 +317,12 @@ impl UpgradeTask {
             cancel_reset: false,
             execute_unconfirmed: false,
             uri_writes: 0,
-            uri_refused: false,
+            busy_until: None,
+            checking: None,
+            checked: None,
+            execute_sent: false,
+            late_watch_until: None,
+            late_look: false,
             outcome: None,
             events: VecDeque::new(),
         }
@@ -352,6 +392,9 @@ impl UpgradeTask {
         }
         self.set_step(now, Step::Finished);
         self.wait_until = None;
+        // A request still in flight is forgotten: its answer is stale.
+        self.in_flight = None;
+        self.checking = None;
         self.events.push_back(TaskEvent::Finished(outcome.clone()));
         self.outcome = Some(Box::new(outcome));
     }
@@ -375,12 +418,57 @@ impl UpgradeTask {
             self.execute_released = false;
             self.resume = None;
             self.need_read = true;
-            self.uri_refused = false;
+            self.checking = None;
+            self.checked = None;
             self.state = None;
+            // A version seen before proves nothing about this attempt.
+            self.version = None;
             self.set_step(now, Step::Inspecting);
             return;
         }
+        self.end_failed(now, failure);
+    }
+
+    /// Ends the task with `failure`. When an Execute was sent, the device may
+    /// be running the new image all the same (its answers were lost, or it
+    /// took longer than the timeout): the task then watches it for one more
+    /// upgrade timeout, and a device that proves the update applied turns the
+    /// outcome into [`Outcome::LateSuccess`].
+    fn end_failed(&mut self, now: Instant, failure: Failure) {
+        let may_have_applied = self.execute_sent
+            && matches!(failure, Failure::Timeout { .. } | Failure::DownlinkFailure { .. } | Failure::Rejected { .. });
+        let finished_now = self.outcome.is_none();
         self.finish(now, Outcome::Failed(failure));
+        if finished_now && may_have_applied {
+            self.late_watch_until = Some(now + self.config.timeout);
+        }
+    }
+
+    /// True while a failed task watches its device for a late success.
+    pub fn watching(&self) -> bool {
+        self.late_watch_until.is_some()
+    }
+
+    /// While watching: a device that shows Idle, Update Result 1 and (with a
+    /// target) the target version succeeded after all.
+    fn check_late_success(&mut self) {
+        if self.late_watch_until.is_none()
+            || self.state != Some(State::Idle)
+            || self.result != Some(UpdateResult::Success)
+        {
+            return;
+        }
+        let version = match (&self.config.target_version, &self.version) {
+            (Some(expected), Some(reported)) if expected == reported => Some(reported.clone()),
+            (Some(_), _) => return,
+            (None, version) => version.clone().filter(|v| !v.is_empty()),
+        };
+        let Some(Outcome::Failed(failure)) = self.outcome.as_deref().cloned() else { return };
+        let outcome = Outcome::LateSuccess { version, failure };
+        self.late_watch_until = None;
+        self.late_look = false;
+        self.events.push_back(TaskEvent::LateSuccess(outcome.clone()));
+        self.outcome = Some(Box::new(outcome));
     }
 
     // ----- commands -----
@@ -450,10 +538,14 @@ impl UpgradeTask {
                 // A new registration voids observations and the lifetime we wrote.
                 self.observations = [NO_ID; 6];
                 self.lifetime_extended = false;
-                if self.in_flight.is_some_and(|(_, action, _)| matches!(action, Action::Observe(_))) {
-                    self.in_flight = None;
+                // It also ends the device's exchanges (a server drops them, a
+                // rebooted device forgot them): the request in flight will
+                // never be answered, so it is settled now, not at its timeout.
+                if let Some((_, action, _)) = self.in_flight.take() {
+                    self.on_exchange_dropped(now, action);
                 }
                 self.uplink(now);
+                self.late_look_on_uplink();
                 if self.step == Step::WaitingForDevice {
                     self.set_step(now, Step::Inspecting);
                 }
@@ -461,6 +553,7 @@ impl UpgradeTask {
             TaskInput::RegistrationUpdated => {
                 self.registered = true;
                 self.uplink(now);
+                self.late_look_on_uplink();
             }
             TaskInput::Deregistered => {
                 // A device may de-register before flashing: keep the task.
@@ -479,6 +572,16 @@ impl UpgradeTask {
                     }
                     // A stale, duplicate or late response: nothing to do.
                     _ => {}
+                }
+            }
+            TaskInput::ServiceUnavailable { id, max_age } => {
+                if id >= self.next_id || id == 0 {
+                    return Err(TaskError::UnknownRequest(id));
+                }
+                self.awake(now);
+                if let Some((_, action, _)) = self.in_flight.filter(|(current, _, _)| u64::from(*current) == id) {
+                    self.in_flight = None;
+                    self.on_unavailable(now, action, max_age);
                 }
             }
             TaskInput::TransportFailure { id } => {
@@ -507,7 +610,46 @@ impl UpgradeTask {
             }
         }
         self.advance(now);
+        self.check_late_success();
         Ok(())
+    }
+
+    /// While watching for a late success, each registration or update of the
+    /// device is a reason to look at it again (S5 relies on its observations).
+    fn late_look_on_uplink(&mut self) {
+        if self.late_watch_until.is_none() {
+            return;
+        }
+        self.late_look = true;
+        if self.strategy().reads() {
+            self.need_read = true;
+            self.state = None;
+            self.result = None;
+            self.version = None;
+        }
+    }
+
+    /// The request in flight was dropped with the device's old registration.
+    fn on_exchange_dropped(&mut self, now: Instant, action: Action) {
+        match action {
+            // The device registered again after an Execute: it went down to
+            // install, so the Execute is taken as delivered (and sent again
+            // only if the device still shows Downloaded).
+            Action::Execute if self.outcome.is_none() => self.execute_unanswered(now),
+            // Observations are established again with the new registration.
+            Action::Observe(_) => {}
+            // Anything else is simply asked again (a push at the same block).
+            _ => self.resume_action(action),
+        }
+    }
+
+    /// 5.03: the same request again after Max-Age, capped by the step
+    /// timeout, and at least a second later (Max-Age 0 must not make the task
+    /// hammer a busy device).
+    fn on_unavailable(&mut self, now: Instant, action: Action, max_age: Option<Duration>) {
+        let wait = max_age.unwrap_or(DEFAULT_MAX_AGE).min(self.config.step_timeout).max(Duration::from_secs(1));
+        self.busy_until = Some(now + wait);
+        self.resume_action(action);
     }
 
     fn awake(&mut self, now: Instant) {
@@ -557,15 +699,7 @@ impl UpgradeTask {
             return;
         }
         if action == Action::Execute {
-            // The Execute may have arrived and the answer been lost as the
-            // device went down to install: watch what the device does next
-            // rather than fail (a Downloaded device gets the Execute again).
-            self.execute_unconfirmed = true;
-            self.version = None;
-            self.state = None;
-            self.result = None;
-            self.refresh_state();
-            self.set_step(now, Step::Updating);
+            self.execute_unanswered(now);
             return;
         }
         if self.config.resume_after_downlink_failure {
@@ -581,6 +715,98 @@ impl UpgradeTask {
         self.fail(now, Failure::DownlinkFailure { step });
     }
 
+    /// The Execute may have arrived and the answer been lost as the device
+    /// went down to install: watch what the device does next rather than fail
+    /// (a Downloaded device gets the Execute again).
+    fn execute_unanswered(&mut self, now: Instant) {
+        self.execute_unconfirmed = true;
+        self.version = None;
+        self.state = None;
+        self.result = None;
+        self.refresh_state();
+        self.set_step(now, Step::Updating);
+    }
+
+    /// A refusal that may only mean the request arrived twice: a client
+    /// without a response cache executes a retransmitted (or duplicated)
+    /// request again, and the copy is refused (4.00 to a second Package URI
+    /// write while Downloading, 4.05 to a second Execute while Updating),
+    /// while the first copy succeeded and its answer was lost or overtaken.
+    /// Before it counts, the task looks at State and Update Result (a Read,
+    /// or under S5 new observations); the same action refused twice in one
+    /// attempt counts at once. Returns true when a look starts.
+    fn check_refusal(&mut self, action: Action, code: ResponseCode) -> bool {
+        let ambiguous = matches!(
+            code,
+            ResponseCode::BAD_REQUEST | ResponseCode::METHOD_NOT_ALLOWED | ResponseCode::NOT_ACCEPTABLE
+        );
+        if !ambiguous || self.checked == Some(action) {
+            return false;
+        }
+        self.checked = Some(action);
+        self.checking = Some((action, code));
+        self.refresh_state();
+        true
+    }
+
+    /// What the look after a refusal of `refused` found (`state`: the State in
+    /// the look's own answer).
+    fn resolve_refusal(&mut self, now: Instant, refused: Action, code: ResponseCode, state: Option<State>) {
+        let reject = Failure::Rejected { step: self.step, code };
+        match refused {
+            Action::WriteUri => match state {
+                // The device fetches (or has fetched) what our earlier copy named.
+                Some(State::Downloading | State::Downloaded) => self.delivered = true,
+                _ if self.result_failure().is_some() => self.fail(now, reject),
+                // Idle: written once more; a second refusal counts.
+                _ => {}
+            },
+            Action::Execute => match (state, self.result) {
+                // The first copy was executed.
+                (Some(State::Updating), _) | (Some(State::Idle), Some(UpdateResult::Success)) => {
+                    self.execute_unconfirmed = false;
+                    self.version = None;
+                    self.set_step(now, Step::Updating);
+                }
+                // Still Downloaded: executed once more; a second refusal counts.
+                (Some(State::Downloaded), _) => {}
+                // Not Downloaded after all (a stale report said so): wait for it.
+                (Some(State::Downloading) | None, _) | (Some(State::Idle), Some(UpdateResult::Initial)) => {
+                    self.checked = None;
+                    self.set_step(now, Step::Downloading);
+                }
+                _ => self.fail(now, reject),
+            },
+            Action::PushBlock(number) => match state {
+                Some(State::Downloaded) => self.push_complete(number),
+                // The device holds the block: go on with the next, or send the
+                // last one once more.
+                Some(State::Downloading) => {
+                    let last = u64::from(number + 1) * u64::from(self.block_size()) >= self.config.image_size;
+                    self.next_block = if last { number } else { number + 1 };
+                }
+                _ => self.fail(now, reject),
+            },
+            _ => {}
+        }
+    }
+
+    /// The push block size on the wire: the configured one as a power of two
+    /// in 16..=1024 (RFC 7959 block sizes).
+    fn block_size(&self) -> u32 {
+        self.config.block_size.clamp(16, 1024).next_power_of_two()
+    }
+
+    /// The device acknowledged the last pushed block: it is Downloaded.
+    fn push_complete(&mut self, number: u32) {
+        self.delivered = true;
+        self.next_block = number + 1;
+        let total = self.config.image_size;
+        self.events.push_back(TaskEvent::PushProgress { bytes: total, total });
+        self.state = Some(State::Downloaded);
+        self.result = Some(UpdateResult::Initial);
+    }
+
     fn on_response(
         &mut self,
         now: Instant,
@@ -590,6 +816,10 @@ impl UpgradeTask {
         format: Option<ContentFormat>,
         payload: &[u8],
     ) {
+        if code == ResponseCode::SERVICE_UNAVAILABLE {
+            self.on_unavailable(now, action, None);
+            return;
+        }
         let step = self.step;
         match action {
             Action::ReadFirmware | Action::ReadVersion | Action::Observe(_) => {
@@ -612,6 +842,24 @@ impl UpgradeTask {
                     self.observations[target.index()] = u32::try_from(id).unwrap_or(NO_ID);
                 }
                 let read_state = format.and_then(|format| self.apply_payload(now, format, &path, payload));
+                if let Some((refused, refused_code)) = self.checking {
+                    // The look after a refusal is complete with the Read's
+                    // answer, or under S5 with both new observations' first answers.
+                    let both = Target::State.bit() | Target::Result.bit();
+                    let complete = match action {
+                        Action::ReadFirmware => true,
+                        Action::Observe(Target::State | Target::Result) => {
+                            !self.strategy().reads() && self.observed_mask() & both == both
+                        }
+                        _ => false,
+                    };
+                    if complete {
+                        self.checking = None;
+                        let state = if action == Action::ReadFirmware { read_state } else { self.state };
+                        self.resolve_refusal(now, refused, refused_code, state);
+                    }
+                    return;
+                }
                 let downloading = matches!(read_state, Some(State::Downloading | State::Downloaded));
                 let looked = matches!(action, Action::ReadFirmware | Action::Observe(Target::State));
                 if looked && downloading && !self.delivered && self.downloading_ours() {
@@ -645,14 +893,7 @@ impl UpgradeTask {
                         self.result = None;
                     }
                 }
-                // A repeated write can be refused because the device already
-                // fetches what an earlier write named (its answer was lost, or
-                // a stale report made the task retry): look once before giving
-                // up (by a Read, or under S5 by observing anew).
-                _ if self.uri_writes >= 2 && !self.uri_refused => {
-                    self.uri_refused = true;
-                    self.refresh_state();
-                }
+                code if self.check_refusal(action, code) => {}
                 // Anjay answers 4.00 with Update Result 9 for an unsupported scheme.
                 code => {
                     self.need_read = true;
@@ -662,17 +903,11 @@ impl UpgradeTask {
             Action::PushBlock(number) => match code {
                 ResponseCode::CONTINUE => {
                     self.next_block = number + 1;
-                    let bytes = u64::from(self.next_block) * u64::from(self.config.block_size);
+                    // Progress in the block size actually sent.
+                    let bytes = (u64::from(self.next_block) * u64::from(self.block_size())).min(self.config.image_size);
                     self.events.push_back(TaskEvent::PushProgress { bytes, total: self.config.image_size });
                 }
-                ResponseCode::CHANGED => {
-                    self.delivered = true;
-                    self.next_block = number + 1;
-                    let total = self.config.image_size;
-                    self.events.push_back(TaskEvent::PushProgress { bytes: total, total });
-                    self.state = Some(State::Downloaded);
-                    self.result = Some(UpdateResult::Initial);
-                }
+                ResponseCode::CHANGED => self.push_complete(number),
                 ResponseCode::REQUEST_ENTITY_INCOMPLETE if self.block_restarts < 3 => {
                     // The device lost the transfer (e.g. rebooted): start over.
                     self.block_restarts += 1;
@@ -681,6 +916,7 @@ impl UpgradeTask {
                 ResponseCode::REQUEST_ENTITY_TOO_LARGE => {
                     self.fail(now, Failure::UpdateResult(UpdateResult::NotEnoughFlash))
                 }
+                code if self.check_refusal(action, code) => {}
                 code => self.fail(now, Failure::Rejected { step, code }),
             },
             Action::Execute => match code {
@@ -691,12 +927,9 @@ impl UpgradeTask {
                     self.result = Some(UpdateResult::Initial);
                     self.set_step(now, Step::Updating);
                 }
-                ResponseCode::METHOD_NOT_ALLOWED => {
-                    // Not Downloaded after all: look again.
-                    self.need_read = true;
-                    self.state = None;
-                    self.set_step(now, Step::Downloading);
-                }
+                // 4.05 also when a stale report made the task believe the
+                // device Downloaded: the look sends it back to waiting.
+                code if self.check_refusal(action, code) => {}
                 code => self.fail(now, Failure::Rejected { step, code }),
             },
         }
@@ -770,10 +1003,18 @@ impl UpgradeTask {
         // Idle + Update Result 1, or read on its own while verifying. An earlier
         // one proves nothing: a device rebooting mid-install still runs the old
         // image, and a Send from before the update, resent late by CoAP,
-        // carries the old version with Idle and Update Result 0.
+        // carries the old version with Idle and Update Result 0. Read on its
+        // own, it also counts where the task checks whether an Idle device
+        // with Update Result 1 already runs the target (while inspecting, and
+        // while watching for a late success).
         if let Some(version) = version {
             let finished = self.state == Some(State::Idle) && self.result == Some(UpdateResult::Success);
-            let counts = if state_seen { finished } else { self.step == Step::Verifying };
+            let counts = if state_seen {
+                finished
+            } else {
+                self.step == Step::Verifying
+                    || (finished && (self.step == Step::Inspecting || self.late_watch_until.is_some()))
+            };
             if counts {
                 self.version = Some(String::from(version.as_ref()));
             }
@@ -796,18 +1037,33 @@ impl UpgradeTask {
     /// [`TaskError::TimeWentBackwards`].
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), TaskError> {
         self.tick(now)?;
-        if self.outcome.is_some() || self.step == Step::NotStarted {
+        if self.busy_until.is_some_and(|at| now >= at) {
+            self.busy_until = None;
+        }
+        if self.outcome.is_some() {
+            // Watching for a late success: its look's request, and the watch's end.
+            if self.in_flight.is_some_and(|(_, _, sent)| now >= sent + self.config.request_timeout) {
+                self.in_flight = None;
+            }
+            if self.late_watch_until.is_some_and(|until| now >= until) {
+                self.late_watch_until = None;
+                self.late_look = false;
+            }
+            return Ok(());
+        }
+        if self.step == Step::NotStarted {
             return Ok(());
         }
         if now >= self.deadline {
             let step = self.step;
             let no_send_received = self.strategy() == Strategy::Send && !self.seen_send;
-            self.finish(now, Outcome::Failed(Failure::Timeout { step, no_send_received }));
+            self.end_failed(now, Failure::Timeout { step, no_send_received });
             return Ok(());
         }
         if let Some((_, action, sent)) = self.in_flight {
-            if now >= sent + self.config.step_timeout {
-                // The transport never answered: treat it as a failed downlink.
+            if now >= sent + self.config.request_timeout {
+                // The transport never answered, and CoAP has given up on it by
+                // now: treat it as a failed downlink.
                 self.in_flight = None;
                 self.on_downlink_failure(now, action);
             }
@@ -832,15 +1088,17 @@ impl UpgradeTask {
 
     /// When [`handle_timeout`](Self::handle_timeout) must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.outcome.is_some() || self.step == Step::NotStarted {
+        let in_flight = self.in_flight.map(|(_, _, sent)| sent + self.config.request_timeout);
+        if self.outcome.is_some() {
+            let until = self.late_watch_until?;
+            return Some(in_flight.map_or(until, |at| at.min(until)));
+        }
+        if self.step == Step::NotStarted {
             return None;
         }
         let mut next = self.deadline;
-        if let Some(at) = self.wait_until {
+        for at in [self.wait_until, in_flight, self.busy_until].into_iter().flatten() {
             next = next.min(at);
-        }
-        if let Some((_, _, sent)) = self.in_flight {
-            next = next.min(sent + self.config.step_timeout);
         }
         Some(next)
     }
@@ -861,6 +1119,15 @@ impl UpgradeTask {
         }
     }
 
+    /// True while inspecting an Idle device with Update Result 1 whose
+    /// version must be known before it is upgraded (a target is set).
+    fn needs_version(&self) -> bool {
+        self.state == Some(State::Idle)
+            && self.result == Some(UpdateResult::Success)
+            && self.config.target_version.is_some()
+            && self.version.is_none()
+    }
+
     fn needs_inspection(&self) -> bool {
         let check = self.config.check_delivery_and_protocol || self.config.delivery == Delivery::Auto;
         self.state.is_none()
@@ -878,6 +1145,31 @@ impl UpgradeTask {
                 if self.state == Some(State::Updating) {
                     // An earlier process is installing: wait for it to end.
                     return;
+                }
+                if self.state == Some(State::Idle) && self.result == Some(UpdateResult::Success) {
+                    // Update Result 1 is no proof the device is free: an
+                    // earlier attempt's update (its answers lost), or someone
+                    // else's, may have installed the target already. Verify
+                    // before downloading again: never install twice.
+                    match (&self.config.target_version, &self.version) {
+                        (Some(_), None) => return, // reading /3/0/3
+                        (Some(expected), Some(reported)) if expected == reported => {
+                            let version = Some(reported.clone());
+                            self.finish(now, Outcome::Succeeded { version });
+                            return;
+                        }
+                        (Some(expected), Some(reported)) if self.execute_sent => {
+                            let (expected, reported) = (expected.clone(), reported.clone());
+                            self.finish(now, Outcome::Failed(Failure::VersionMismatch { expected, reported }));
+                            return;
+                        }
+                        (None, _) if self.execute_sent => {
+                            self.set_step(now, Step::Verifying);
+                            return;
+                        }
+                        // Another version, and nothing of ours applied: upgrade.
+                        _ => {}
+                    }
                 }
                 if let Some(failure) = self.choose_delivery() {
                     self.fail(now, failure);
@@ -1062,23 +1354,59 @@ impl UpgradeTask {
 
     /// The next request the state machine wants, if any.
     fn next_action(&self) -> Option<Action> {
+        let reads = self.strategy().reads();
+        let observe_missing = |targets: u8| {
+            Target::ALL.into_iter().find(|t| targets & t.bit() != 0 && self.observations[t.index()] == NO_ID)
+        };
+        let state_and_result = Target::State.bit() | Target::Result.bit();
         if self.outcome.is_some() {
             if self.cancel_reset {
                 return Some(Action::Reset);
             }
             let restore = self.lifetime_extended && !self.lifetime_restored && self.config.extend_lifetime;
-            return restore.then_some(Action::RestoreLifetime);
+            if restore {
+                return Some(Action::RestoreLifetime);
+            }
+            if !(self.late_look && self.late_watch_until.is_some()) {
+                return None;
+            }
+            // The look of a watch for a late success: State and Update
+            // Result, then the version of an Idle device with Update Result 1.
+            let finished = self.state == Some(State::Idle) && self.result == Some(UpdateResult::Success);
+            let version = finished && self.config.target_version.is_some() && self.version.is_none();
+            return if reads {
+                if self.need_read {
+                    Some(Action::ReadFirmware)
+                } else {
+                    version.then_some(Action::ReadVersion)
+                }
+            } else {
+                observe_missing(state_and_result | if version { Target::Version.bit() } else { 0 }).map(Action::Observe)
+            };
         }
         if self.resume.is_some() {
             return None;
         }
-        let reads = self.strategy().reads();
-        let observe_missing = |targets: u8| {
-            Target::ALL.into_iter().find(|t| targets & t.bit() != 0 && self.observations[t.index()] == NO_ID)
-        };
+        if self.checking.is_some() {
+            // The look after a refusal (`check_refusal`): a Read, or under S5
+            // new observations, whose first answers carry the values.
+            return if reads {
+                self.need_read.then_some(Action::ReadFirmware)
+            } else {
+                observe_missing(state_and_result).map(Action::Observe)
+            };
+        }
         match self.step {
             Step::Inspecting => {
-                if !self.needs_inspection() && self.state != Some(State::Updating) {
+                let inspect = self.needs_inspection();
+                if !inspect && self.needs_version() {
+                    return if reads {
+                        Some(Action::ReadVersion)
+                    } else {
+                        observe_missing(Target::Version.bit()).map(Action::Observe)
+                    };
+                }
+                if !inspect && self.state != Some(State::Updating) {
                     return None;
                 }
                 if reads {
@@ -1094,19 +1422,7 @@ impl UpgradeTask {
             Step::Resetting => (!self.reset_done).then_some(Action::Reset),
             Step::ExtendingLifetime => Some(Action::WriteLifetime),
             Step::Observing => observe_missing(self.want_observe).map(Action::Observe),
-            Step::WritingUri => {
-                // The look after a refused write (`refresh_state`): a Read, or
-                // under S5 new observations, whose first answers carry the values.
-                if self.uri_refused {
-                    if reads && self.need_read {
-                        return Some(Action::ReadFirmware);
-                    }
-                    if let Some(target) = observe_missing(self.want_observe).filter(|_| !reads) {
-                        return Some(Action::Observe(target));
-                    }
-                }
-                (!self.delivered).then_some(Action::WriteUri)
-            }
+            Step::WritingUri => (!self.delivered).then_some(Action::WriteUri),
             Step::Pushing => (!self.delivered).then_some(Action::PushBlock(self.next_block)),
             Step::Executing => Some(Action::Execute),
             Step::Downloading | Step::Updating => {
@@ -1154,7 +1470,7 @@ impl UpgradeTask {
             Action::Observe(target) => RequestKind::Operation(Operation::Observe { path: target.path(), accept: None }),
             Action::WriteUri => write(Path::resource(5, 0, 1), text(&self.config.package_uri())),
             Action::PushBlock(number) => {
-                let size = self.config.block_size.clamp(16, 1024).next_power_of_two();
+                let size = self.block_size();
                 let offset = u64::from(number) * u64::from(size);
                 let more = offset + u64::from(size) < self.config.image_size;
                 RequestKind::PackageBlock { block: Block { number, more, size }, total_size: self.config.image_size }
@@ -1178,6 +1494,10 @@ impl UpgradeTask {
         if self.in_flight.is_some() || !self.reachable() || self.step == Step::NotStarted {
             return None;
         }
+        // 5.03: the device asked to wait.
+        if self.busy_until.is_some_and(|until| self.last_now < until) {
+            return None;
+        }
         let action = self.next_action()?;
         let id = self.next_id;
         self.next_id += 1;
@@ -1191,10 +1511,13 @@ impl UpgradeTask {
             Action::Reset if self.outcome.is_some() => self.cancel_reset = false,
             Action::RestoreLifetime => self.lifetime_restored = true,
             Action::WriteUri => self.uri_writes = self.uri_writes.saturating_add(1),
+            Action::Execute => self.execute_sent = true,
             _ => {}
         }
-        // Requests sent after the task finished are fire-and-forget.
-        if self.outcome.is_none() {
+        // Requests sent after the task finished are fire-and-forget, but for
+        // the looks of a watch for a late success.
+        let look = matches!(action, Action::ReadFirmware | Action::ReadVersion | Action::Observe(_));
+        if self.outcome.is_none() || (look && self.late_watch_until.is_some()) {
             self.in_flight = Some((u32::try_from(id).unwrap_or(u32::MAX), action, self.last_now));
         }
         Some(TaskOutput::Request(TaskRequest { id, kind }))

@@ -57,8 +57,11 @@ pub struct Durations {
 pub struct FleetReport {
     /// Devices simulated.
     pub devices: usize,
-    /// Upgrades that succeeded.
+    /// Upgrades that succeeded ([`Outcome::Succeeded`]).
     pub succeeded: u64,
+    /// Upgrades whose task failed but whose device proved afterwards that the
+    /// update applied ([`Outcome::LateSuccess`]), by the failure's reason.
+    pub late_succeeded: BTreeMap<String, u64>,
     /// Failures by reason ([`crate::server::Failure::reason`]).
     pub failed: BTreeMap<String, u64>,
     /// Tasks that never ended (must be 0).
@@ -664,11 +667,15 @@ impl Fleet {
             self.on_task_output(at, output);
         }
         let Some(member) = member_in(&mut self.slots, at) else { return };
-        if let Some(outcome) = member.task.outcome() {
+        // A failed task that watches its device for a late success stays.
+        if let Some(outcome) = member.task.outcome().filter(|_| !member.task.watching()) {
             // Done: count it, free the device and the task, start the next one.
             match outcome {
                 Outcome::Succeeded { .. } => self.report.succeeded += 1,
                 Outcome::Failed(failure) => *self.report.failed.entry(failure.reason()).or_insert(0) += 1,
+                Outcome::LateSuccess { failure, .. } => {
+                    *self.report.late_succeeded.entry(failure.reason()).or_insert(0) += 1
+                }
             }
             let elapsed = now.saturating_duration_since(member.started_at).as_millis();
             self.durations.push(u32::try_from(elapsed).unwrap_or(u32::MAX));
