@@ -824,3 +824,324 @@ fn snapshots_from_before_the_uri_write_counters_still_load() {
     let restored: UpgradeTask = serde_json::from_value(json).unwrap();
     assert_eq!(restored.step(), h.task.step());
 }
+
+// ----- Lossy networks and clients that do not de-duplicate (issue 9) -----
+
+/// Drives a push upgrade to its first block and returns that block's id.
+fn push_until_first_block(h: &mut Harness) -> RequestId {
+    h.start();
+    h.answer(&Script::default()); // Read /5/0
+    h.answer(&Script::default()); // lifetime
+    let (id, kind) = h.last();
+    assert!(matches!(kind, RequestKind::PackageBlock { block, .. } if block.number == 0), "{kind:?}");
+    id
+}
+
+fn push_config() -> UpgradeConfig {
+    let mut c = config();
+    c.delivery = Delivery::Push;
+    c.image_size = 4000;
+    c.step_timeout = Duration::from_secs(20);
+    c
+}
+
+#[test]
+fn service_unavailable_is_asked_again_after_max_age() {
+    // A client busy with a block-wise transfer answers 5.03 (RFC 7252
+    // §5.9.3.4): transient, not a refusal.
+    let mut h = Harness::new(push_config());
+    let block0 = push_until_first_block(&mut h);
+    h.requests.clear();
+    h.input(TaskInput::ServiceUnavailable { id: block0, max_age: Some(Duration::from_secs(5)) });
+    assert_eq!(h.outcome(), None);
+    assert!(h.requests.is_empty(), "asked again before Max-Age: {:?}", h.requests);
+    assert_eq!(h.task.poll_timeout(), Some(h.now + Duration::from_secs(5)));
+    h.advance(Duration::from_millis(4_999));
+    assert!(h.requests.is_empty());
+    h.advance(Duration::from_millis(1));
+    assert!(matches!(h.last().1, RequestKind::PackageBlock { block, .. } if block.number == 0), "{}", h.describe());
+
+    // A plain 5.03 answer means the default Max-Age (60 s), capped by the
+    // step timeout (20 s here).
+    let (again, _) = h.last();
+    h.requests.clear();
+    h.input(TaskInput::Response { id: again, code: ResponseCode::SERVICE_UNAVAILABLE, format: None, payload: &[] });
+    assert_eq!(h.outcome(), None);
+    h.advance(Duration::from_secs(19));
+    assert!(h.requests.is_empty());
+    h.advance(Duration::from_secs(1));
+    assert!(matches!(h.last().1, RequestKind::PackageBlock { block, .. } if block.number == 0), "{}", h.describe());
+    // And the upgrade goes on.
+    h.answer(&Script::default());
+    assert!(matches!(h.last().1, RequestKind::PackageBlock { block, .. } if block.number == 1), "{}", h.describe());
+}
+
+#[test]
+fn a_refused_copy_of_an_executed_execute_is_no_failure() {
+    // The Execute's 2.04 is lost; CoAP resends it; a client without a
+    // response cache executes the copy while Updating and answers 4.05.
+    let mut h = Harness::new(config());
+    let mut script = Script::default();
+    h.start();
+    h.answer(&script);
+    h.answer(&script);
+    h.answer(&script);
+    script.state = 2;
+    h.input(TaskInput::RegistrationUpdated);
+    h.answer(&script);
+    let (execute, kind) = h.last();
+    assert!(format!("{kind:?}").contains("Execute"));
+    h.requests.pop();
+    h.input(TaskInput::Response { id: execute, code: ResponseCode::METHOD_NOT_ALLOWED, format: None, payload: &[] });
+    assert_eq!(h.outcome(), None);
+    assert!(h.describe().contains("Read") && h.describe().contains("/5/0"), "looked at: {}", h.describe());
+    script.state = 3;
+    h.answer(&script);
+    assert_eq!(h.task.step(), Step::Updating);
+    script.state = 0;
+    script.result = 1;
+    script.version = "1.1.10".into();
+    h.input(TaskInput::Registered(&registration(false)));
+    while h.outcome().is_none() {
+        h.answer(&script);
+    }
+    assert_eq!(h.outcome(), Some(Outcome::Succeeded { version: Some("1.1.10".into()) }));
+    assert_eq!(h.requests.iter().filter(|(_, k)| format!("{k:?}").contains("Execute")).count(), 0);
+}
+
+#[test]
+fn a_refused_copy_of_a_written_push_block_goes_on_with_the_next() {
+    let mut h = Harness::new(push_config());
+    let block0 = push_until_first_block(&mut h);
+    h.requests.pop();
+    h.refuse(block0);
+    assert_eq!(h.outcome(), None);
+    assert!(h.describe().contains("Read"), "looked at: {}", h.describe());
+    h.answer(&Script { state: 1, ..Script::default() });
+    assert!(matches!(h.last().1, RequestKind::PackageBlock { block, .. } if block.number == 1), "{}", h.describe());
+    // The same block refused twice in one attempt is a real refusal.
+    let mut h = Harness::new(push_config());
+    let block0 = push_until_first_block(&mut h);
+    h.requests.pop();
+    h.refuse(block0);
+    h.answer(&Script { state: 0, ..Script::default() });
+    assert_eq!(
+        h.outcome(),
+        Some(Outcome::Failed(Failure::Rejected { step: Step::Pushing, code: ResponseCode::BAD_REQUEST }))
+    );
+}
+
+#[test]
+fn push_progress_counts_the_block_size_sent() {
+    // 1000 goes on the wire as 1024-byte blocks.
+    let mut c = push_config();
+    c.block_size = 1000;
+    let mut h = Harness::new(c);
+    push_until_first_block(&mut h);
+    h.answer(&Script::default());
+    assert!(
+        h.events.iter().any(|e| matches!(e, TaskEvent::PushProgress { bytes: 1024, total: 4000 })),
+        "{:?}",
+        h.events
+    );
+}
+
+#[test]
+fn a_request_is_in_flight_as_long_as_coap_retransmits_it() {
+    // The step timeout (20 s) is far shorter than CoAP's MAX_TRANSMIT_WAIT
+    // (93 s): an answer after 90 s is still the answer.
+    let mut c = config();
+    c.step_timeout = Duration::from_secs(20);
+    let mut h = Harness::new(c.clone());
+    h.start();
+    h.advance(Duration::from_secs(90));
+    assert_eq!(h.task.attempt(), 1);
+    assert_eq!(h.requests.len(), 1, "sent again while in flight: {:?}", h.requests);
+    h.answer(&Script::default());
+    assert!(h.describe().contains("Path(/1/0/1)"), "{}", h.describe());
+    // At 93 s without an answer it is a downlink failure (retried here).
+    let mut h = Harness::new(c);
+    h.start();
+    h.advance(Duration::from_secs(92));
+    assert_eq!(h.task.attempt(), 1);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.task.attempt(), 2);
+}
+
+#[test]
+fn a_new_registration_settles_the_request_in_flight_at_once() {
+    // The server drops a device's exchanges when it registers again: the task
+    // must not wait for their answers until a timeout.
+    let mut h = Harness::new(config());
+    h.start();
+    h.answer(&Script::default());
+    h.answer(&Script::default());
+    let (uri_write, _) = h.last();
+    assert!(h.describe().contains("Path(/5/0/1)"));
+    h.requests.clear();
+    h.input(TaskInput::Registered(&registration(false)));
+    let sent: Vec<String> = h.requests.iter().map(|(_, k)| format!("{k:?}")).collect();
+    assert!(sent.iter().any(|k| k.contains("Path(/5/0/1)")), "URI written again at once: {sent:?}");
+    // The dropped request's late answer is stale now.
+    let before = h.task.clone();
+    h.input(TaskInput::Response { id: uri_write, code: ResponseCode::CHANGED, format: None, payload: &[] });
+    assert_eq!(h.task.step(), before.step());
+
+    // A push continues at the block it stood at.
+    let mut h = Harness::new(push_config());
+    push_until_first_block(&mut h);
+    h.answer(&Script::default()); // block 0: 2.31
+    assert!(matches!(h.last().1, RequestKind::PackageBlock { block, .. } if block.number == 1));
+    h.requests.clear();
+    h.input(TaskInput::Registered(&registration(false)));
+    let blocks: Vec<u32> = h
+        .requests
+        .iter()
+        .filter_map(|(_, k)| match k {
+            RequestKind::PackageBlock { block, .. } => Some(block.number),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(blocks, vec![1], "{:?}", h.requests);
+
+    // An Execute dropped by a new registration counts as delivered: the
+    // device went down to install.
+    let mut h = Harness::new(config());
+    let mut script = Script::default();
+    h.start();
+    h.answer(&script);
+    h.answer(&script);
+    h.answer(&script);
+    script.state = 2;
+    h.input(TaskInput::RegistrationUpdated);
+    h.answer(&script);
+    assert!(h.describe().contains("Execute"));
+    h.requests.clear();
+    script.state = 0;
+    script.result = 1;
+    script.version = "1.1.10".into();
+    h.input(TaskInput::Registered(&registration(false)));
+    assert_eq!(h.task.step(), Step::Updating);
+    while h.outcome().is_none() {
+        assert!(!h.describe().contains("Execute") && !h.describe().contains("Path(/5/0/1)"), "{}", h.describe());
+        h.answer(&script);
+    }
+    assert_eq!(h.outcome(), Some(Outcome::Succeeded { version: Some("1.1.10".into()) }));
+}
+
+#[test]
+fn a_retry_never_installs_twice() {
+    // Found over a 30 % lossy link: the Execute was answered, the device
+    // installed, a later request went unanswered, the task retried, read Idle
+    // + Update Result 1, took the device as free and wrote the URI again.
+    let mut c = config();
+    c.step_timeout = Duration::from_secs(20);
+    let mut h = Harness::new(c);
+    let mut script = Script::default();
+    h.start();
+    h.answer(&script);
+    h.answer(&script);
+    h.answer(&script);
+    script.state = 2;
+    h.input(TaskInput::RegistrationUpdated);
+    h.answer(&script);
+    h.answer(&script); // Execute: 2.04
+    assert_eq!(h.task.step(), Step::Updating);
+    script.state = 0;
+    script.result = 1;
+    script.version = "1.1.10".into();
+    h.input(TaskInput::Registered(&registration(false)));
+    // The Read after the new registration is never answered: a downlink
+    // failure after CoAP's 93 s, and a retry.
+    let (lost, _) = h.last();
+    h.requests.pop();
+    h.input(TaskInput::TransportFailure { id: lost });
+    assert_eq!(h.task.attempt(), 2);
+    while h.outcome().is_none() {
+        assert!(!h.describe().contains("Path(/5/0/1)"), "the retry wrote the URI again: {}", h.describe());
+        h.answer(&script);
+    }
+    assert_eq!(h.outcome(), Some(Outcome::Succeeded { version: Some("1.1.10".into()) }));
+}
+
+#[test]
+fn a_device_already_at_the_target_is_not_upgraded() {
+    let mut h = Harness::new(config());
+    h.start();
+    let script = Script { result: 1, version: "1.1.10".into(), ..Script::default() };
+    h.answer(&script); // Read /5/0: Idle, Update Result 1 (from an earlier update)
+    assert!(h.describe().contains("/3/0/3"), "{}", h.describe());
+    h.answer(&script);
+    assert_eq!(h.outcome(), Some(Outcome::Succeeded { version: Some("1.1.10".into()) }));
+    assert!(h.requests.is_empty(), "{:?}", h.requests);
+    // At another version, nothing of ours applied: it is upgraded.
+    let mut h = Harness::new(config());
+    h.start();
+    let script = Script { result: 1, version: "1.0.0".into(), ..Script::default() };
+    h.answer(&script);
+    h.answer(&script);
+    assert_eq!(h.outcome(), None);
+    assert!(h.describe().contains("Path(/1/0/1)"), "{}", h.describe());
+}
+
+#[test]
+fn a_device_that_upgrades_after_the_timeout_is_a_late_success() {
+    let mut c = config();
+    c.timeout = Duration::from_secs(300);
+    let mut h = Harness::new(c);
+    let mut script = Script::default();
+    h.start();
+    h.answer(&script);
+    h.answer(&script);
+    h.answer(&script);
+    script.state = 2;
+    h.input(TaskInput::RegistrationUpdated);
+    h.answer(&script);
+    h.answer(&script); // Execute: 2.04
+    h.advance(Duration::from_secs(301));
+    let timeout = Failure::Timeout { step: Step::Updating, no_send_received: false };
+    assert_eq!(h.outcome(), Some(Outcome::Failed(timeout.clone())));
+    assert!(h.task.watching());
+    assert!(h.task.poll_timeout().is_some());
+    // The device comes back with the new image.
+    script.state = 0;
+    script.result = 1;
+    script.version = "1.1.10".into();
+    h.requests.clear();
+    h.input(TaskInput::Registered(&registration(false)));
+    while h.task.watching() {
+        h.answer(&script);
+    }
+    let late = Outcome::LateSuccess { version: Some("1.1.10".into()), failure: timeout.clone() };
+    assert_eq!(h.outcome(), Some(late.clone()));
+    assert!(h.events.contains(&TaskEvent::LateSuccess(late.clone())));
+    assert!(late.is_success());
+    assert_eq!(late.reason().as_deref(), Some("late-success-after-timeout-updating"));
+
+    // One that never comes back ends its watch after one more timeout.
+    let mut c = config();
+    c.timeout = Duration::from_secs(300);
+    let mut h = Harness::new(c);
+    let mut script = Script::default();
+    h.start();
+    h.answer(&script);
+    h.answer(&script);
+    h.answer(&script);
+    script.state = 2;
+    h.input(TaskInput::RegistrationUpdated);
+    h.answer(&script);
+    h.answer(&script);
+    h.advance(Duration::from_secs(301));
+    h.advance(Duration::from_secs(300));
+    assert!(!h.task.watching());
+    assert_eq!(h.task.poll_timeout(), None);
+    assert_eq!(h.outcome(), Some(Outcome::Failed(timeout)));
+
+    // Without an Execute there is nothing to watch.
+    let mut c = config();
+    c.timeout = Duration::from_secs(100);
+    let mut h = Harness::new(c);
+    h.start();
+    h.advance(Duration::from_secs(101));
+    assert!(h.outcome().is_some() && !h.task.watching());
+}
