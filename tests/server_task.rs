@@ -814,7 +814,7 @@ fn snapshots_from_before_the_uri_write_counters_still_load() {
     let mut json: serde_json::Value = serde_json::to_value(&h.task).unwrap();
     let fields = json.as_object_mut().unwrap();
     // Fields added since the first snapshots were taken.
-    for added in ["uri_writes", "busy_until", "checking", "checked", "execute_sent", "late_watch_until", "late_look"] {
+    for added in ["uri_writes", "busy_until", "refusal", "execute_sent", "watching", "late_look"] {
         assert!(fields.remove(added).is_some(), "{added}");
     }
     // And one that is gone (a snapshot from before the refusal checks).

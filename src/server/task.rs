@@ -149,6 +149,15 @@ enum Action {
     Execute,
 }
 
+/// A refusal the task looks at before it counts (`UpgradeTask::check_refusal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+struct Refusal {
+    action: Action,
+    code: ResponseCode,
+    looking: bool,
+}
+
 /// Observation targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -227,7 +236,8 @@ pub struct UpgradeTask {
     result: Option<UpdateResult>,
     protocols: Option<ProtocolSet>,
     delivery_method: Option<DeliveryMethod>,
-    version: Option<String>,
+    /// `/3/0/3` as last counted (a boxed str: the task stays small).
+    version: Option<Box<str>>,
     cached: Option<Box<CachedModel>>,
     attempt: u32,
     push: bool,
@@ -252,24 +262,22 @@ pub struct UpgradeTask {
     /// Package URI writes sent, over all attempts (saturating).
     #[cfg_attr(feature = "serde", serde(default))]
     uri_writes: u8,
-    /// 5.03 Service Unavailable: no request before then.
+    /// 5.03 Service Unavailable: no request before then (in the past when
+    /// the device never asked to wait).
     #[cfg_attr(feature = "serde", serde(default))]
-    busy_until: Option<Instant>,
-    /// A refusal under check: the refused action and its code, while the task
-    /// looks at State and Update Result before the refusal counts.
+    busy_until: Instant,
+    /// The last refusal looked at in this attempt: while `looking`, the task
+    /// reads State and Update Result before the refusal counts; afterwards a
+    /// second refusal of the same action counts at once.
     #[cfg_attr(feature = "serde", serde(default))]
-    checking: Option<(Action, ResponseCode)>,
-    /// The action last checked after a refusal in this attempt: a second
-    /// refusal of the same action counts at once.
-    #[cfg_attr(feature = "serde", serde(default))]
-    checked: Option<Action>,
+    refusal: Option<Refusal>,
     /// An Execute was sent (in any attempt): the device may run the new image.
     #[cfg_attr(feature = "serde", serde(default))]
     execute_sent: bool,
-    /// After a failure that may hide an applied update: the task watches the
-    /// device until then for proof of a late success.
+    /// After a failure that may hide an applied update, the task watches the
+    /// device for proof of a late success until `deadline`.
     #[cfg_attr(feature = "serde", serde(default))]
-    late_watch_until: Option<Instant>,
+    watching: bool,
     /// While watching: the device spoke, look at State, Update Result and version.
     #[cfg_attr(feature = "serde", serde(default))]
     late_look: bool,
@@ -317,11 +325,10 @@ impl UpgradeTask {
             cancel_reset: false,
             execute_unconfirmed: false,
             uri_writes: 0,
-            busy_until: None,
-            checking: None,
-            checked: None,
+            busy_until: Instant::ZERO,
+            refusal: None,
             execute_sent: false,
-            late_watch_until: None,
+            watching: false,
             late_look: false,
             outcome: None,
             events: VecDeque::new(),
@@ -394,7 +401,7 @@ impl UpgradeTask {
         self.wait_until = None;
         // A request still in flight is forgotten: its answer is stale.
         self.in_flight = None;
-        self.checking = None;
+        self.refusal = None;
         self.events.push_back(TaskEvent::Finished(outcome.clone()));
         self.outcome = Some(Box::new(outcome));
     }
@@ -418,8 +425,7 @@ impl UpgradeTask {
             self.execute_released = false;
             self.resume = None;
             self.need_read = true;
-            self.checking = None;
-            self.checked = None;
+            self.refusal = None;
             self.state = None;
             // A version seen before proves nothing about this attempt.
             self.version = None;
@@ -440,32 +446,32 @@ impl UpgradeTask {
         let finished_now = self.outcome.is_none();
         self.finish(now, Outcome::Failed(failure));
         if finished_now && may_have_applied {
-            self.late_watch_until = Some(now + self.config.timeout);
+            self.watching = true;
+            self.deadline = now + self.config.timeout;
         }
     }
 
-    /// True while a failed task watches its device for a late success.
+    /// True while a failed task watches its device for a late success (for
+    /// one more upgrade timeout after the failure; [`poll_timeout`](Self::poll_timeout)
+    /// says when the watch ends).
     pub fn watching(&self) -> bool {
-        self.late_watch_until.is_some()
+        self.watching
     }
 
     /// While watching: a device that shows Idle, Update Result 1 and (with a
     /// target) the target version succeeded after all.
     fn check_late_success(&mut self) {
-        if self.late_watch_until.is_none()
-            || self.state != Some(State::Idle)
-            || self.result != Some(UpdateResult::Success)
-        {
+        if !self.watching || self.state != Some(State::Idle) || self.result != Some(UpdateResult::Success) {
             return;
         }
         let version = match (&self.config.target_version, &self.version) {
-            (Some(expected), Some(reported)) if expected == reported => Some(reported.clone()),
+            (Some(expected), Some(reported)) if **expected == **reported => Some(String::from(&**reported)),
             (Some(_), _) => return,
-            (None, version) => version.clone().filter(|v| !v.is_empty()),
+            (None, version) => version.as_deref().filter(|v| !v.is_empty()).map(String::from),
         };
         let Some(Outcome::Failed(failure)) = self.outcome.as_deref().cloned() else { return };
         let outcome = Outcome::LateSuccess { version, failure };
-        self.late_watch_until = None;
+        self.watching = false;
         self.late_look = false;
         self.events.push_back(TaskEvent::LateSuccess(outcome.clone()));
         self.outcome = Some(Box::new(outcome));
@@ -617,7 +623,7 @@ impl UpgradeTask {
     /// While watching for a late success, each registration or update of the
     /// device is a reason to look at it again (S5 relies on its observations).
     fn late_look_on_uplink(&mut self) {
-        if self.late_watch_until.is_none() {
+        if !self.watching {
             return;
         }
         self.late_look = true;
@@ -648,7 +654,7 @@ impl UpgradeTask {
     /// hammer a busy device).
     fn on_unavailable(&mut self, now: Instant, action: Action, max_age: Option<Duration>) {
         let wait = max_age.unwrap_or(DEFAULT_MAX_AGE).min(self.config.step_timeout).max(Duration::from_secs(1));
-        self.busy_until = Some(now + wait);
+        self.busy_until = now + wait;
         self.resume_action(action);
     }
 
@@ -736,15 +742,12 @@ impl UpgradeTask {
     /// or under S5 new observations); the same action refused twice in one
     /// attempt counts at once. Returns true when a look starts.
     fn check_refusal(&mut self, action: Action, code: ResponseCode) -> bool {
-        let ambiguous = matches!(
-            code,
-            ResponseCode::BAD_REQUEST | ResponseCode::METHOD_NOT_ALLOWED | ResponseCode::NOT_ACCEPTABLE
-        );
-        if !ambiguous || self.checked == Some(action) {
+        let ambiguous =
+            matches!(code, ResponseCode::BAD_REQUEST | ResponseCode::METHOD_NOT_ALLOWED | ResponseCode::NOT_ACCEPTABLE);
+        if !ambiguous || self.refusal.is_some_and(|refusal| refusal.action == action) {
             return false;
         }
-        self.checked = Some(action);
-        self.checking = Some((action, code));
+        self.refusal = Some(Refusal { action, code, looking: true });
         self.refresh_state();
         true
     }
@@ -772,7 +775,7 @@ impl UpgradeTask {
                 (Some(State::Downloaded), _) => {}
                 // Not Downloaded after all (a stale report said so): wait for it.
                 (Some(State::Downloading) | None, _) | (Some(State::Idle), Some(UpdateResult::Initial)) => {
-                    self.checked = None;
+                    self.refusal = None;
                     self.set_step(now, Step::Downloading);
                 }
                 _ => self.fail(now, reject),
@@ -832,7 +835,7 @@ impl UpgradeTask {
                 if code != ResponseCode::CONTENT {
                     if action == Action::ReadVersion && self.config.target_version.is_none() {
                         // The version is informative only.
-                        self.version = Some(String::new());
+                        self.version = Some(Box::from(""));
                         return;
                     }
                     self.fail(now, Failure::Rejected { step, code });
@@ -842,7 +845,7 @@ impl UpgradeTask {
                     self.observations[target.index()] = u32::try_from(id).unwrap_or(NO_ID);
                 }
                 let read_state = format.and_then(|format| self.apply_payload(now, format, &path, payload));
-                if let Some((refused, refused_code)) = self.checking {
+                if let Some(Refusal { action: refused, code: refused_code, looking: true }) = self.refusal {
                     // The look after a refusal is complete with the Read's
                     // answer, or under S5 with both new observations' first answers.
                     let both = Target::State.bit() | Target::Result.bit();
@@ -854,7 +857,7 @@ impl UpgradeTask {
                         _ => false,
                     };
                     if complete {
-                        self.checking = None;
+                        self.refusal = Some(Refusal { action: refused, code: refused_code, looking: false });
                         let state = if action == Action::ReadFirmware { read_state } else { self.state };
                         self.resolve_refusal(now, refused, refused_code, state);
                     }
@@ -1012,11 +1015,10 @@ impl UpgradeTask {
             let counts = if state_seen {
                 finished
             } else {
-                self.step == Step::Verifying
-                    || (finished && (self.step == Step::Inspecting || self.late_watch_until.is_some()))
+                self.step == Step::Verifying || (finished && (self.step == Step::Inspecting || self.watching))
             };
             if counts {
-                self.version = Some(String::from(version.as_ref()));
+                self.version = Some(Box::from(version.as_ref()));
             }
         }
         if state_seen {
@@ -1037,16 +1039,13 @@ impl UpgradeTask {
     /// [`TaskError::TimeWentBackwards`].
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), TaskError> {
         self.tick(now)?;
-        if self.busy_until.is_some_and(|at| now >= at) {
-            self.busy_until = None;
-        }
         if self.outcome.is_some() {
             // Watching for a late success: its look's request, and the watch's end.
             if self.in_flight.is_some_and(|(_, _, sent)| now >= sent + self.config.request_timeout) {
                 self.in_flight = None;
             }
-            if self.late_watch_until.is_some_and(|until| now >= until) {
-                self.late_watch_until = None;
+            if self.watching && now >= self.deadline {
+                self.watching = false;
                 self.late_look = false;
             }
             return Ok(());
@@ -1090,14 +1089,15 @@ impl UpgradeTask {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let in_flight = self.in_flight.map(|(_, _, sent)| sent + self.config.request_timeout);
         if self.outcome.is_some() {
-            let until = self.late_watch_until?;
+            let until = self.watching.then_some(self.deadline)?;
             return Some(in_flight.map_or(until, |at| at.min(until)));
         }
         if self.step == Step::NotStarted {
             return None;
         }
         let mut next = self.deadline;
-        for at in [self.wait_until, in_flight, self.busy_until].into_iter().flatten() {
+        let busy = (self.busy_until > self.last_now).then_some(self.busy_until);
+        for at in [self.wait_until, in_flight, busy].into_iter().flatten() {
             next = next.min(at);
         }
         Some(next)
@@ -1153,13 +1153,13 @@ impl UpgradeTask {
                     // before downloading again: never install twice.
                     match (&self.config.target_version, &self.version) {
                         (Some(_), None) => return, // reading /3/0/3
-                        (Some(expected), Some(reported)) if expected == reported => {
-                            let version = Some(reported.clone());
+                        (Some(expected), Some(reported)) if **expected == **reported => {
+                            let version = Some(String::from(&**reported));
                             self.finish(now, Outcome::Succeeded { version });
                             return;
                         }
                         (Some(expected), Some(reported)) if self.execute_sent => {
-                            let (expected, reported) = (expected.clone(), reported.clone());
+                            let (expected, reported) = (expected.clone(), String::from(&**reported));
                             self.finish(now, Outcome::Failed(Failure::VersionMismatch { expected, reported }));
                             return;
                         }
@@ -1333,7 +1333,7 @@ impl UpgradeTask {
     }
 
     fn verify(&mut self, now: Instant) {
-        let Some(reported) = self.version.clone() else { return };
+        let Some(reported) = self.version.as_deref().map(String::from) else { return };
         match &self.config.target_version {
             Some(expected) if *expected != reported => {
                 let expected = expected.clone();
@@ -1367,7 +1367,7 @@ impl UpgradeTask {
             if restore {
                 return Some(Action::RestoreLifetime);
             }
-            if !(self.late_look && self.late_watch_until.is_some()) {
+            if !(self.late_look && self.watching) {
                 return None;
             }
             // The look of a watch for a late success: State and Update
@@ -1375,11 +1375,7 @@ impl UpgradeTask {
             let finished = self.state == Some(State::Idle) && self.result == Some(UpdateResult::Success);
             let version = finished && self.config.target_version.is_some() && self.version.is_none();
             return if reads {
-                if self.need_read {
-                    Some(Action::ReadFirmware)
-                } else {
-                    version.then_some(Action::ReadVersion)
-                }
+                if self.need_read { Some(Action::ReadFirmware) } else { version.then_some(Action::ReadVersion) }
             } else {
                 observe_missing(state_and_result | if version { Target::Version.bit() } else { 0 }).map(Action::Observe)
             };
@@ -1387,7 +1383,7 @@ impl UpgradeTask {
         if self.resume.is_some() {
             return None;
         }
-        if self.checking.is_some() {
+        if self.refusal.is_some_and(|refusal| refusal.looking) {
             // The look after a refusal (`check_refusal`): a Read, or under S5
             // new observations, whose first answers carry the values.
             return if reads {
@@ -1495,7 +1491,7 @@ impl UpgradeTask {
             return None;
         }
         // 5.03: the device asked to wait.
-        if self.busy_until.is_some_and(|until| self.last_now < until) {
+        if self.last_now < self.busy_until {
             return None;
         }
         let action = self.next_action()?;
@@ -1517,7 +1513,7 @@ impl UpgradeTask {
         // Requests sent after the task finished are fire-and-forget, but for
         // the looks of a watch for a late success.
         let look = matches!(action, Action::ReadFirmware | Action::ReadVersion | Action::Observe(_));
-        if self.outcome.is_none() || (look && self.late_watch_until.is_some()) {
+        if self.outcome.is_none() || (look && self.watching) {
             self.in_flight = Some((u32::try_from(id).unwrap_or(u32::MAX), action, self.last_now));
         }
         Some(TaskOutput::Request(TaskRequest { id, kind }))
