@@ -357,8 +357,14 @@ fn downlink_failures_fail_or_resume_at_the_next_uplink() {
     c.retry.retry_downlink_failures = false;
     let mut h = Harness::new(c.clone());
     h.start();
-    let (id, _) = h.last();
+    let (id, kind) = h.last();
     h.input(TaskInput::TransportFailure { id });
+    // One lost exchange: the same request once more, at once.
+    assert_eq!(h.outcome(), None);
+    let (again, again_kind) = h.last();
+    assert!(again != id && again_kind == kind, "{:?}", h.requests);
+    // Two in a row: a downlink failure.
+    h.input(TaskInput::TransportFailure { id: again });
     assert_eq!(h.outcome(), Some(Outcome::Failed(Failure::DownlinkFailure { step: Step::Inspecting })));
     // U7: resume at the next uplink, retrying the failed action.
     c.resume_after_downlink_failure = true;
@@ -814,7 +820,7 @@ fn snapshots_from_before_the_uri_write_counters_still_load() {
     let mut json: serde_json::Value = serde_json::to_value(&h.task).unwrap();
     let fields = json.as_object_mut().unwrap();
     // Fields added since the first snapshots were taken.
-    for added in ["uri_writes", "busy_until", "refusal", "execute_sent", "watching", "late_look"] {
+    for added in ["uri_writes", "busy_until", "refusal", "execute_sent", "watching", "late_look", "resent"] {
         assert!(fields.remove(added).is_some(), "{added}");
     }
     // And one that is gone (a snapshot from before the refusal checks).
@@ -959,12 +965,15 @@ fn a_request_is_in_flight_as_long_as_coap_retransmits_it() {
     assert_eq!(h.requests.len(), 1, "sent again while in flight: {:?}", h.requests);
     h.answer(&Script::default());
     assert!(h.describe().contains("Path(/1/0/1)"), "{}", h.describe());
-    // At 93 s without an answer it is a downlink failure (retried here).
+    // At 93 s without an answer the exchange failed: sent once more; a second
+    // failure in a row is a downlink failure (retried here).
     let mut h = Harness::new(c);
     h.start();
     h.advance(Duration::from_secs(92));
-    assert_eq!(h.task.attempt(), 1);
+    assert_eq!(h.requests.len(), 1);
     h.advance(Duration::from_secs(1));
+    assert_eq!((h.task.attempt(), h.requests.len()), (1, 2), "{:?}", h.requests);
+    h.advance(Duration::from_secs(93));
     assert_eq!(h.task.attempt(), 2);
 }
 
@@ -1051,11 +1060,13 @@ fn a_retry_never_installs_twice() {
     script.result = 1;
     script.version = "1.1.10".into();
     h.input(TaskInput::Registered(&registration(false)));
-    // The Read after the new registration is never answered: a downlink
-    // failure after CoAP's 93 s, and a retry.
-    let (lost, _) = h.last();
-    h.requests.pop();
-    h.input(TaskInput::TransportFailure { id: lost });
+    // The Read after the new registration is never answered, twice: a
+    // downlink failure, and a retry.
+    for _ in 0..2 {
+        let (lost, _) = h.last();
+        h.requests.pop();
+        h.input(TaskInput::TransportFailure { id: lost });
+    }
     assert_eq!(h.task.attempt(), 2);
     while h.outcome().is_none() {
         assert!(!h.describe().contains("Path(/5/0/1)"), "the retry wrote the URI again: {}", h.describe());
@@ -1144,4 +1155,48 @@ fn a_device_that_upgrades_after_the_timeout_is_a_late_success() {
     h.start();
     h.advance(Duration::from_secs(101));
     assert!(h.outcome().is_some() && !h.task.watching());
+}
+
+#[test]
+fn a_refused_copy_of_a_uri_write_whose_download_failed_since_is_that_failure() {
+    // The first copy started a download, the copy's 4.00 came back, and by
+    // the time of the look the download had failed (Update Result 4): a
+    // retryable connection loss, not a refusal.
+    let mut h = Harness::new(config());
+    let script = Script::default();
+    h.start();
+    h.answer(&script);
+    h.answer(&script);
+    let (uri_write, _) = h.last();
+    h.requests.pop();
+    h.refuse(uri_write);
+    h.answer(&Script { result: 4, ..Script::default() });
+    assert_eq!(h.outcome(), None);
+    assert_eq!(h.task.attempt(), 2);
+    assert!(h.events.iter().any(|e| matches!(
+        e,
+        TaskEvent::Retrying { failure: Failure::UpdateResult(UpdateResult::ConnectionLost), attempt: 2 }
+    )));
+}
+
+#[test]
+fn a_push_whose_last_answer_is_lost_goes_on_when_the_device_reports_downloaded() {
+    let mut c = push_config();
+    c.strategy = Strategy::ObserveResources;
+    let mut h = Harness::new(c);
+    h.start();
+    let mut state_observation = None;
+    while !matches!(h.last().1, RequestKind::PackageBlock { block, .. } if block.number == 3) {
+        let (id, kind) = h.last();
+        if format!("{kind:?}").contains("Observe") && format!("{kind:?}").contains("/5/0/3") {
+            state_observation = Some(id);
+        }
+        h.answer(&Script::default());
+    }
+    let state_observation = state_observation.expect("State observed");
+    // The last block's answer never comes; the notification does.
+    h.requests.clear();
+    h.input(TaskInput::Notification { observation: state_observation, format: ContentFormat::Text, payload: b"2" });
+    assert_eq!(h.task.step(), Step::Executing, "{:?}", h.events);
+    assert!(h.describe().contains("Execute"), "{}", h.describe());
 }

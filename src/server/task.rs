@@ -281,6 +281,9 @@ pub struct UpgradeTask {
     /// While watching: the device spoke, look at State, Update Result and version.
     #[cfg_attr(feature = "serde", serde(default))]
     late_look: bool,
+    /// The request in flight repeats one whose exchange failed.
+    #[cfg_attr(feature = "serde", serde(default))]
+    resent: bool,
     outcome: Option<Box<Outcome>>,
     events: VecDeque<TaskEvent>,
 }
@@ -330,6 +333,7 @@ impl UpgradeTask {
             execute_sent: false,
             watching: false,
             late_look: false,
+            resent: false,
             outcome: None,
             events: VecDeque::new(),
         }
@@ -574,6 +578,7 @@ impl UpgradeTask {
                 match self.in_flight {
                     Some((current, action, _)) if u64::from(current) == id => {
                         self.in_flight = None;
+                        self.resent = false;
                         self.on_response(now, id, action, code, format, payload);
                     }
                     // A stale, duplicate or late response: nothing to do.
@@ -587,6 +592,7 @@ impl UpgradeTask {
                 self.awake(now);
                 if let Some((_, action, _)) = self.in_flight.filter(|(current, _, _)| u64::from(*current) == id) {
                     self.in_flight = None;
+                    self.resent = false;
                     self.on_unavailable(now, action, max_age);
                 }
             }
@@ -717,6 +723,15 @@ impl UpgradeTask {
             }
             return;
         }
+        if !self.resent {
+            // One lost exchange (0.16 % of them at 15 % loss each way) is
+            // no reason to start the attempt over: the same request goes
+            // once more at once (a push at the same block). Two in a row
+            // are a downlink failure.
+            self.resent = true;
+            self.resume_action(action);
+            return;
+        }
         let step = self.step;
         self.fail(now, Failure::DownlinkFailure { step });
     }
@@ -760,6 +775,22 @@ impl UpgradeTask {
             Action::WriteUri => match state {
                 // The device fetches (or has fetched) what our earlier copy named.
                 Some(State::Downloading | State::Downloaded) => self.delivered = true,
+                // It took our earlier copy and its download failed since:
+                // that failure (retryable or not) is the news, not the 4.00.
+                _ if matches!(
+                    self.result,
+                    Some(
+                        UpdateResult::NotEnoughFlash
+                            | UpdateResult::OutOfRam
+                            | UpdateResult::ConnectionLost
+                            | UpdateResult::IntegrityCheckFailure
+                            | UpdateResult::UnsupportedPackageType
+                    )
+                ) =>
+                {
+                    self.delivered = true
+                }
+                // Invalid URI, unsupported protocol: the refusal's reason.
                 _ if self.result_failure().is_some() => self.fail(now, reject),
                 // Idle: written once more; a second refusal counts.
                 _ => {}
@@ -773,6 +804,13 @@ impl UpgradeTask {
                 }
                 // Still Downloaded: executed once more; a second refusal counts.
                 (Some(State::Downloaded), _) => {}
+                // A push whose last block did not arrive after all: send it again.
+                (Some(State::Downloading), _) if self.push => {
+                    self.refusal = None;
+                    self.delivered = false;
+                    self.next_block = self.last_block();
+                    self.set_step(now, Step::Pushing);
+                }
                 // Not Downloaded after all (a stale report said so): wait for it.
                 (Some(State::Downloading) | None, _) | (Some(State::Idle), Some(UpdateResult::Initial)) => {
                     self.refusal = None;
@@ -798,6 +836,12 @@ impl UpgradeTask {
     /// in 16..=1024 (RFC 7959 block sizes).
     fn block_size(&self) -> u32 {
         self.config.block_size.clamp(16, 1024).next_power_of_two()
+    }
+
+    /// The number of the image's last push block.
+    fn last_block(&self) -> u32 {
+        let blocks = self.config.image_size.div_ceil(u64::from(self.block_size())).max(1);
+        u32::try_from(blocks - 1).unwrap_or(u32::MAX)
     }
 
     /// The device acknowledged the last pushed block: it is Downloaded.
@@ -1200,6 +1244,19 @@ impl UpgradeTask {
                 }
             }
             Step::WritingUri | Step::Pushing => {
+                // The last block's answer may be lost (CoAP still resends
+                // it) while a notification or Send already says Downloaded:
+                // that is the answer.
+                let last = self.last_block();
+                let last_in_flight = self.in_flight.is_some_and(|(_, action, _)| action == Action::PushBlock(last));
+                if self.step == Step::Pushing
+                    && !self.delivered
+                    && last_in_flight
+                    && self.state == Some(State::Downloaded)
+                {
+                    self.in_flight = None;
+                    self.push_complete(last);
+                }
                 if self.delivered {
                     self.set_step(now, Step::Downloading);
                 }

@@ -146,11 +146,15 @@ pub struct SimDevice {
     outbox: VecDeque<ClientMessage>,
     /// The last answer, repeated for a retransmitted request (CoAP deduplication).
     last_answer: Option<(RequestId, ResponseCode, Option<ContentFormat>, Bytes)>,
+    /// The highest pushed block acknowledged in the current push.
+    pushed_block: Option<u32>,
     /// Encoding buffer, reused.
     scratch: Vec<u8>,
 }
 
 const SOFTWARE_VERSION: &str = "lwm2m-fota-sim";
+/// The block size of a simulated CoAP download.
+const DOWNLOAD_BLOCK: u64 = 1024;
 const BOOT_TIME: Duration = Duration::from_secs(5);
 
 impl SimDevice {
@@ -187,6 +191,7 @@ impl SimDevice {
             reboot_at: None,
             outbox: VecDeque::new(),
             last_answer: None,
+            pushed_block: None,
             scratch: Vec::new(),
         }
     }
@@ -326,7 +331,15 @@ impl SimDevice {
         if !self.reachable(now) {
             return;
         }
-        if let Some((last, code, format, payload)) = self.last_answer.clone().filter(|(last, ..)| *last == id) {
+        if self.busy(&operation) {
+            // Not processed, so nothing to repeat for a copy of it.
+            let code = ResponseCode::SERVICE_UNAVAILABLE;
+            self.emit(now, ClientMessage::Response { id, code, format: None, payload: Bytes::new() });
+            return;
+        }
+        if let Some((last, code, format, payload)) =
+            self.last_answer.clone().filter(|(last, ..)| *last == id && self.profile.deduplicates)
+        {
             self.emit(now, ClientMessage::Response { id: last, code, format, payload });
             return;
         }
@@ -334,6 +347,23 @@ impl SimDevice {
         self.last_answer = Some((id, code, format, payload.clone()));
         self.emit(now, ClientMessage::Response { id, code, format, payload });
         self.drain_firmware(now, images);
+    }
+
+    /// A busy device (`Profile::busy_ppm`) answers 5.03 to any request while
+    /// it downloads, and to a share of the pushed blocks it already holds.
+    fn busy(&mut self, operation: &Operation) -> bool {
+        let Some(share) = self.profile.busy_ppm else { return false };
+        if self.download.is_some() {
+            return true;
+        }
+        match operation {
+            Operation::WriteBlock { block, .. } => {
+                let held = self.firmware.state() == State::Downloading
+                    && self.pushed_block.is_some_and(|highest| block.number <= highest);
+                held && self.rng.chance(share)
+            }
+            _ => false,
+        }
     }
 
     fn answer(
@@ -376,14 +406,15 @@ impl SimDevice {
                 if path != Path::resource(5, 0, 0) {
                     return empty(ResponseCode::METHOD_NOT_ALLOWED);
                 }
-                let block = PackageBlock {
-                    number: block.number,
-                    more: block.more,
-                    size: block.size,
-                    data: &payload,
-                    total_size,
-                };
-                empty(self.firmware.write_package_block(now, block, &mut self.sink))
+                let number = block.number;
+                let block = PackageBlock { number, more: block.more, size: block.size, data: &payload, total_size };
+                let code = self.firmware.write_package_block(now, block, &mut self.sink);
+                // Block 0 starts a push afresh; anything but 2.31 ends it.
+                self.pushed_block = (code == ResponseCode::CONTINUE).then(|| match self.pushed_block {
+                    Some(highest) if number > 0 => highest.max(number),
+                    _ => number,
+                });
+                empty(code)
             }
             Operation::Execute { path } => match (path.object_id(), path.resource_id()) {
                 (Some(5), Some(resource)) if path.instance_id() == Some(0) => {
@@ -560,7 +591,28 @@ impl SimDevice {
         };
         let remaining = image.size.saturating_sub(offset);
         let rate = self.profile.download_rate.max(1);
-        let full = Duration::from_millis(remaining.saturating_mul(1000) / rate + 100);
+        let mut full = Duration::from_millis(remaining.saturating_mul(1000) / rate + 100);
+        // The download's CoAP blocks cross the same lossy link as everything
+        // else: each lost block costs RFC 7252 back-off, and a block that
+        // five transmissions did not get through ends the download (Update
+        // Result 4).
+        let (down, up) = (self.profile.downlink.loss_ppm, self.profile.uplink.loss_ppm);
+        if down > 0 || up > 0 {
+            let blocks = remaining.div_ceil(DOWNLOAD_BLOCK);
+            for block in 0..blocks {
+                let mut lost = 0;
+                while lost <= 4 && (self.rng.chance(down) || self.rng.chance(up)) {
+                    full += Duration::from_secs(2 << lost);
+                    lost += 1;
+                }
+                if lost > 4 {
+                    let at = now + full.mul_f64((block + 1) as f64 / blocks as f64);
+                    let end = DownloadEnd::Fail(UpdateResult::ConnectionLost);
+                    self.download = Some(Download { at, end, size: image.size, version: None });
+                    return;
+                }
+            }
+        }
         let (at, end) = if self.rng.chance(self.profile.download_failure_ppm) {
             (now + full.mul_f64(self.rng.below(1000) as f64 / 1000.0), DownloadEnd::Fail(UpdateResult::ConnectionLost))
         } else if image.version.is_none() {

@@ -52,6 +52,16 @@ pub struct Profile {
     /// De-registers before installing an image (a graceful shutdown some
     /// clients do; a server must keep the task and wait for the new Register).
     pub deregister_before_update: bool,
+    /// Keeps its last answer and repeats it for a retransmitted or duplicated
+    /// request (CoAP de-duplication, RFC 7252 §4.5). Without it, every copy
+    /// is executed again, as by clients built without a response cache: a
+    /// second Package URI write while Downloading is refused with 4.00, a
+    /// second Execute while Updating with 4.05.
+    pub deduplicates: bool,
+    /// Answers 5.03 Service Unavailable to every request that arrives while
+    /// it downloads an image (its own block-wise transfer), and to this share
+    /// of the pushed blocks it already holds (ppm), as busy clients do.
+    pub busy_ppm: Option<u32>,
     /// Server to device link.
     pub downlink: LinkParams,
     /// Device to server link.
@@ -84,6 +94,8 @@ pub const CONFORMING: Profile = Profile {
     reboot_ppm: 0,
     download_failure_ppm: 0,
     deregister_before_update: false,
+    deduplicates: true,
+    busy_ppm: None,
     downlink: link(50, 20, 0, 0),
     uplink: link(50, 20, 0, 0),
 };
@@ -95,6 +107,30 @@ pub const LOSSY: Profile = Profile {
     download_failure_ppm: 100_000,
     downlink: link(150, 400, 50_000, 20_000),
     uplink: link(150, 400, 50_000, 20_000),
+    ..CONFORMING
+};
+
+/// On a link that drops 15 % and duplicates 5 % of messages both ways
+/// (downloads included), with reordering, and without CoAP de-duplication:
+/// retransmitted and duplicated requests are executed again.
+pub const NO_DEDUP: Profile = Profile {
+    name: "no-dedup",
+    deduplicates: false,
+    download_failure_ppm: 0,
+    downlink: link(150, 400, 150_000, 50_000),
+    uplink: link(150, 400, 150_000, 50_000),
+    ..CONFORMING
+};
+
+/// Conforming on a link as [`NO_DEDUP`]'s, busy with its transfers: 5.03
+/// to requests that arrive while it downloads, and to one in ten of the pushed
+/// blocks it already holds.
+pub const BUSY: Profile = Profile {
+    name: "busy",
+    busy_ppm: Some(100_000),
+    download_failure_ppm: 0,
+    downlink: link(150, 400, 150_000, 50_000),
+    uplink: link(150, 400, 150_000, 50_000),
     ..CONFORMING
 };
 
@@ -135,15 +171,23 @@ pub const POOR: Profile = Profile {
 };
 
 /// Every named profile except `mixed`.
-pub const PROFILES: [Profile; 6] = [CONFORMING, LOSSY, REBOOTING, SLOW_UPLINK, NO_SEND, POOR];
+pub const PROFILES: [Profile; 8] = [CONFORMING, LOSSY, NO_DEDUP, BUSY, REBOOTING, SLOW_UPLINK, NO_SEND, POOR];
 
 /// The profiles as statics, so devices hold a reference instead of a copy.
-static PROFILE_TABLE: [Profile; 6] = PROFILES;
+static PROFILE_TABLE: [Profile; 8] = PROFILES;
 
-/// `mixed`: a fleet blend, by device: 50 % conforming, 15 % lossy, 10 %
-/// rebooting, 10 % slow-uplink, 5 % no-send, 10 % poor.
-pub const MIXED_WEIGHTS: [(Profile, u32); 6] =
-    [(CONFORMING, 50), (LOSSY, 15), (REBOOTING, 10), (SLOW_UPLINK, 10), (NO_SEND, 5), (POOR, 10)];
+/// `mixed`: a fleet blend, by device: 40 % conforming, 15 % lossy, 5 %
+/// no-dedup, 5 % busy, 10 % rebooting, 10 % slow-uplink, 5 % no-send, 10 % poor.
+pub const MIXED_WEIGHTS: [(Profile, u32); 8] = [
+    (CONFORMING, 40),
+    (LOSSY, 15),
+    (NO_DEDUP, 5),
+    (BUSY, 5),
+    (REBOOTING, 10),
+    (SLOW_UPLINK, 10),
+    (NO_SEND, 5),
+    (POOR, 10),
+];
 
 /// A fleet's behaviour: one profile for all, or the `mixed` blend.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -208,7 +252,9 @@ mod tests {
         for id in 0..20_000 {
             *counts.entry(FleetProfile::Mixed.for_device(9, id).name).or_insert(0u32) += 1;
         }
-        assert!((9_000..11_000).contains(&counts["conforming"]), "{counts:?}");
+        assert!((7_200..8_800).contains(&counts["conforming"]), "{counts:?}");
+        assert!((700..1300).contains(&counts["no-dedup"]), "{counts:?}");
+        assert!((700..1300).contains(&counts["busy"]), "{counts:?}");
         assert!((700..1300).contains(&counts["no-send"]), "{counts:?}");
         assert_eq!(FleetProfile::Mixed.for_device(9, 5), FleetProfile::Mixed.for_device(9, 5));
     }
