@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --example device -- --server coap://127.0.0.1:5683 --endpoint NAME \
-//!     [--lifetime S] [--lwm2m 1.0|1.1|1.2] [--queue] [--send] [--state-file PATH]
+//!     [--lifetime S] [--lwm2m 1.0|1.1|1.2] [--queue] [--send] [--state-file PATH] [--no-dedup]
 //! ```
 //!
 //! It registers with /1, /3 and /5 (and their object versions), keeps the
@@ -17,6 +17,15 @@
 //! `--state-file` the /5 state survives restarts (a download resumes where it
 //! stopped). With `--queue` it registers in queue mode and ignores requests
 //! outside the 93 s (MAX_TRANSMIT_WAIT) after each of its uplinks.
+//!
+//! A confirmable request seen again (a retransmission, or a duplicate made by
+//! the network) is answered from a cache of recent responses, as RFC 7252
+//! §4.5 asks; with `--no-dedup` there is no such cache and the request is
+//! executed again, as by a client built without one (Anjay's default build).
+//! It accepts datagrams only from the server's address; responses match its
+//! requests by message id and token (RFC 7252 §5.3.2), and its tokens and
+//! message ids are random (64-bit tokens, a random first message id), in its
+//! Block2 downloads too.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -42,7 +51,7 @@ use sha2::{Digest, Sha256};
 #[path = "support/coap.rs"]
 mod coap;
 
-const USAGE: &str = "usage: device --server coap://HOST:PORT --endpoint NAME [--lifetime S] [--lwm2m 1.0|1.1|1.2] [--queue] [--send] [--state-file PATH]";
+const USAGE: &str = "usage: device --server coap://HOST:PORT --endpoint NAME [--lifetime S] [--lwm2m 1.0|1.1|1.2] [--queue] [--send] [--state-file PATH] [--no-dedup]";
 const IMAGE_HEADER: &str = "lwm2m-fota-image version=";
 const INITIAL_VERSION: &str = "1.0.0";
 const SOFTWARE_VERSION: &str = "lwm2m-fota-device";
@@ -58,12 +67,14 @@ struct Args {
     queue: bool,
     send: bool,
     state_file: Option<PathBuf>,
+    /// No response cache: repeated confirmable requests are executed again.
+    no_dedup: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let (mut server, mut endpoint, mut lifetime, mut lwm2m) = (None, None, 60u32, Lwm2mVersion::V1_1);
-    let (mut queue, mut send, mut state_file) = (false, false, None);
+    let (mut queue, mut send, mut state_file, mut no_dedup) = (false, false, None, false);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -90,6 +101,7 @@ fn parse_args() -> Result<Args, String> {
             "--queue" => queue = true,
             "--send" => send = true,
             "--state-file" => state_file = Some(PathBuf::from(value()?)),
+            "--no-dedup" => no_dedup = true,
             other => return Err(format!("unknown option {other}; {USAGE}")),
         }
     }
@@ -101,6 +113,7 @@ fn parse_args() -> Result<Args, String> {
         queue,
         send,
         state_file,
+        no_dedup,
     })
 }
 
@@ -221,42 +234,18 @@ fn download_coap(
     let mut written = u64::from(number) * u64::from(size);
     let mut file = open_image(image, written)?;
     let mut etag: Option<Vec<u8>> = None;
-    let mut message_id: u16 = std::process::id() as u16;
+    let mut ids = coap::Ids::new();
     let path_refs: Vec<&str> = path.iter().map(String::as_str).collect();
     loop {
         if stop.load(Ordering::Relaxed) {
             return Err(UpdateResult::ConnectionLost);
         }
-        message_id = message_id.wrapping_add(1);
-        let mut request =
-            coap::request(MessageType::Confirmable, RequestType::Get, message_id, &message_id.to_be_bytes());
+        let (message_id, token) = (ids.message_id(), ids.token());
+        let mut request = coap::request(MessageType::Confirmable, RequestType::Get, message_id, &token);
         coap::set_uri_path(&mut request, &path_refs);
         coap::set_block(&mut request, CoapOption::Block2, Block { number, more: false, size });
         let datagram = coap::bytes(&request);
-        let mut timeout = coap::ACK_TIMEOUT;
-        let mut response = None;
-        'retransmit: for _ in 0..=coap::MAX_RETRANSMIT {
-            socket.send_to(&datagram, addr).map_err(|_| UpdateResult::ConnectionLost)?;
-            socket.set_read_timeout(Some(timeout)).ok();
-            let mut buf = [0u8; 2048];
-            let deadline = std::time::Instant::now() + timeout;
-            while std::time::Instant::now() < deadline {
-                match socket.recv_from(&mut buf) {
-                    Ok((n, _)) => {
-                        if let Some(packet) = coap::parse(&buf[..n]) {
-                            if packet.header.message_id == message_id || packet.get_token() == message_id.to_be_bytes()
-                            {
-                                response = Some(packet);
-                                break 'retransmit;
-                            }
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
-            timeout *= 2;
-        }
-        let response = response.ok_or(UpdateResult::ConnectionLost)?;
+        let response = exchange(&socket, addr, &datagram, message_id, &token, ids.first_timeout(), stop)?;
         match coap::code_of(&response) {
             ResponseCode::CONTENT => {}
             ResponseCode::NOT_FOUND => return Err(UpdateResult::InvalidUri),
@@ -290,6 +279,58 @@ fn download_coap(
         }
         size = block.size;
         number = (written / u64::from(size)) as u32;
+    }
+}
+
+/// One confirmable request and its response, retransmitted with RFC 7252
+/// back-off (MAX_RETRANSMIT resends) until an answer from `addr` matches its
+/// message id and token. An empty ACK stops the resends; the separate response
+/// is then awaited for as long as the resends would have taken, and
+/// acknowledged if confirmable.
+fn exchange(
+    socket: &UdpSocket,
+    addr: SocketAddr,
+    datagram: &[u8],
+    message_id: u16,
+    token: &[u8],
+    first_timeout: Duration,
+    stop: &AtomicBool,
+) -> Result<Packet, UpdateResult> {
+    let start = std::time::Instant::now();
+    let mut retransmission = coap::Retransmission::new(Instant::ZERO, first_timeout);
+    let now = || Instant::from_millis(start.elapsed().as_millis() as u64);
+    // MAX_TRANSMIT_WAIT-like bound on the whole exchange.
+    let give_up = first_timeout * ((1 << (coap::MAX_RETRANSMIT + 1)) - 1);
+    socket.send_to(datagram, addr).map_err(|_| UpdateResult::ConnectionLost)?;
+    let mut buf = [0u8; 2048];
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(UpdateResult::ConnectionLost);
+        }
+        match retransmission.poll(now()) {
+            coap::RetransmitAction::Resend => {
+                socket.send_to(datagram, addr).map_err(|_| UpdateResult::ConnectionLost)?;
+            }
+            coap::RetransmitAction::GiveUp => return Err(UpdateResult::ConnectionLost),
+            coap::RetransmitAction::Wait if start.elapsed() > give_up => return Err(UpdateResult::ConnectionLost),
+            coap::RetransmitAction::Wait => {}
+        }
+        // Short reads, so resends are on time and a cancel is seen.
+        socket.set_read_timeout(Some(Duration::from_millis(50))).ok();
+        let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
+        let Some(packet) = coap::parse(&buf[..n]) else { continue };
+        if !coap::answers(&packet, from, addr, message_id, token) {
+            continue;
+        }
+        if packet.header.code == MessageClass::Empty {
+            retransmission.acknowledge();
+            continue;
+        }
+        if packet.header.get_type() == MessageType::Confirmable {
+            let _ = socket
+                .send_to(&coap::bytes(&coap::empty(MessageType::Acknowledgement, packet.header.message_id)), from);
+        }
+        return Ok(packet);
     }
 }
 
@@ -369,8 +410,7 @@ struct Device {
     observations: Observations<Vec<u8>>,
     pending: Vec<Pending>,
     recent: VecDeque<(u16, Vec<u8>)>,
-    next_message_id: u16,
-    next_token: u32,
+    ids: coap::Ids,
     download: Option<Download>,
     reboot_at: Option<Instant>,
     send_after_register: bool,
@@ -428,8 +468,7 @@ impl Device {
             observations: Observations::new(),
             pending: Vec::new(),
             recent: VecDeque::new(),
-            next_message_id: (std::process::id() as u16).wrapping_mul(7),
-            next_token: std::process::id(),
+            ids: coap::Ids::new(),
             download: None,
             reboot_at: None,
             send_after_register: false,
@@ -452,13 +491,11 @@ impl Device {
     }
 
     fn message_id(&mut self) -> u16 {
-        self.next_message_id = self.next_message_id.wrapping_add(1);
-        self.next_message_id
+        self.ids.message_id()
     }
 
     fn token(&mut self) -> Vec<u8> {
-        self.next_token = self.next_token.wrapping_add(1);
-        self.next_token.to_be_bytes().to_vec()
+        self.ids.token()
     }
 
     fn transmit(&mut self, datagram: &[u8]) {
@@ -479,7 +516,7 @@ impl Device {
             message_id,
             token,
             datagram,
-            retransmission: coap::Retransmission::new(now, coap::ACK_TIMEOUT),
+            retransmission: coap::Retransmission::new(now, self.ids.first_timeout()),
             kind,
         });
     }
@@ -547,7 +584,7 @@ impl Device {
                 if self.args.queue && self.now() > self.awake_until {
                     return; // asleep: the radio is off
                 }
-                if packet.header.get_type() == MessageType::Confirmable {
+                if packet.header.get_type() == MessageType::Confirmable && !self.args.no_dedup {
                     if let Some((_, response)) = self.recent.iter().find(|(id, _)| *id == packet.header.message_id) {
                         let response = response.clone();
                         self.transmit(&response);
@@ -555,9 +592,19 @@ impl Device {
                     }
                 }
                 let response = self.handle_request(method, &packet);
+                let code = coap::code_of(&response);
+                if !code.is_success() {
+                    let path = coap::uri_path(&packet).join("/");
+                    let block = coap::block(&packet, CoapOption::Block1).map(|b| format!(" (block {})", b.number));
+                    eprintln!(
+                        "device {}: answered {code} to {method:?} /{path}{}",
+                        self.args.endpoint,
+                        block.unwrap_or_default()
+                    );
+                }
                 let bytes = coap::bytes(&response);
                 self.transmit(&bytes);
-                if packet.header.get_type() == MessageType::Confirmable {
+                if packet.header.get_type() == MessageType::Confirmable && !self.args.no_dedup {
                     self.recent.push_back((packet.header.message_id, bytes));
                     if self.recent.len() > 64 {
                         self.recent.pop_front();
@@ -569,10 +616,10 @@ impl Device {
                 if packet.header.get_type() == MessageType::Reset {
                     return;
                 }
-                let Some(index) = self.pending.iter().position(|p| {
-                    p.message_id == packet.header.message_id
-                        || (!packet.get_token().is_empty() && p.token == packet.get_token())
-                }) else {
+                let server = self.args.server;
+                let Some(index) =
+                    self.pending.iter().position(|p| coap::answers(&packet, server, server, p.message_id, &p.token))
+                else {
                     return;
                 };
                 if packet.header.code == MessageClass::Empty {
@@ -1011,7 +1058,7 @@ impl Device {
         let mut buf = vec![0u8; 65_536];
         loop {
             match self.socket.recv_from(&mut buf) {
-                Ok((n, from)) if from == self.args.server || from.port() == self.args.server.port() => {
+                Ok((n, from)) if from == self.args.server => {
                     let datagram = buf[..n].to_vec();
                     self.handle_datagram(&datagram);
                 }

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --example server -- --listen 127.0.0.1:5683 --image FILE \
 //!     [--target-version V] [--strategy read|observe-resources|observe-instance|send|observe-only] \
-//!     [--delivery pull|push] [--protocol coap|http] [--timeout S] [--count N] [--json]
+//!     [--delivery pull|push] [--protocol coap|http] [--base-uri URI] [--timeout S] [--count N] [--json]
 //! ```
 //!
 //! It runs the registration interface (Register answers 2.01 with a location,
@@ -15,6 +15,20 @@
 //! a second port with `--protocol http`), and pushes it over Block1 with
 //! `--delivery push`. It prints one line per device (a JSON object with
 //! `--json`) and exits 0 when every upgrade succeeded.
+//!
+//! The Package URI is `--base-uri` followed by the image's file name: by
+//! default the server's own image resource, `coap://<listen>/fw/` (or
+//! `http://<host>:<port>/fw/` with `--protocol http`), otherwise any prefix
+//! that serves the same image under the same name (a relay, a proxy, a CDN).
+//! Without `--protocol`, the URI's scheme chooses the protocol.
+//!
+//! Responses match requests as RFC 7252 §5.3.2 says: a piggybacked ACK by the
+//! address the request went to, its message id and its token; an empty ACK by
+//! address and message id; a separate response by address and token.
+//! Notifications count only from the device's registered address. Tokens are
+//! 64 random bits and message ids start at a random value. Whatever matches
+//! nothing is dropped and counted (`unmatched_responses` in the JSON lines,
+//! and on stderr at exit).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -34,7 +48,7 @@ use lwm2m_fota::server::{
 #[path = "support/coap.rs"]
 mod coap;
 
-const USAGE: &str = "usage: server --listen HOST:PORT --image FILE [--target-version V] [--strategy read|observe-resources|observe-instance|send|observe-only] [--delivery pull|push] [--protocol coap|http] [--timeout S] [--count N] [--json]";
+const USAGE: &str = "usage: server --listen HOST:PORT --image FILE [--target-version V] [--strategy read|observe-resources|observe-instance|send|observe-only] [--delivery pull|push] [--protocol coap|http] [--base-uri URI] [--timeout S] [--count N] [--json]";
 
 struct Args {
     listen: SocketAddr,
@@ -44,6 +58,7 @@ struct Args {
     strategy: Strategy,
     delivery: Delivery,
     protocol: Protocol,
+    base_uri: Option<String>,
     timeout: Duration,
     count: usize,
     json: bool,
@@ -52,7 +67,8 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let (mut listen, mut image, mut image_name, mut target_version) = (None, None, String::from("image.bin"), None);
-    let (mut strategy, mut delivery, mut protocol) = (Strategy::Reads, Delivery::Pull, Protocol::Coap);
+    let (mut strategy, mut delivery, mut protocol) = (Strategy::Reads, Delivery::Pull, None);
+    let mut base_uri: Option<String> = None;
     let (mut timeout, mut count, mut json) = (Duration::from_secs(20 * 60), 1usize, false);
     while let Some(flag) = it.next() {
         if flag == "--json" {
@@ -81,11 +97,17 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--protocol" => {
-                protocol = match value.as_str() {
+                protocol = Some(match value.as_str() {
                     "coap" => Protocol::Coap,
                     "http" => Protocol::Http,
                     _ => return Err(format!("--protocol {value:?}: coap or http")),
+                })
+            }
+            "--base-uri" => {
+                if value.split_once("://").and_then(|(s, _)| Protocol::from_scheme(s)).is_none() {
+                    return Err(format!("--base-uri {value:?}: not a coap://, coaps://, http:// or https:// URI"));
                 }
+                base_uri = Some(value)
             }
             "--timeout" => {
                 timeout = Duration::from_secs(value.parse().map_err(|_| format!("--timeout {value:?}: whole seconds"))?)
@@ -94,6 +116,16 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown option {other}; {USAGE}")),
         }
     }
+    // The Package URI's scheme and the protocol the task checks /5/0/8 for agree.
+    let scheme = base_uri.as_deref().and_then(|u| u.split_once("://")).and_then(|(s, _)| Protocol::from_scheme(s));
+    let protocol = match (protocol, scheme) {
+        (None, Some(s)) => s,
+        (None, None) => Protocol::Coap,
+        (Some(p), Some(s)) if p != s => {
+            return Err(format!("--base-uri is {}:// but --protocol is {}", s.scheme(), p.scheme()));
+        }
+        (Some(p), _) => p,
+    };
     Ok(Args {
         listen: listen.ok_or(format!("--listen is required; {USAGE}"))?,
         image: image.ok_or(format!("--image is required; {USAGE}"))?,
@@ -102,6 +134,7 @@ fn parse_args() -> Result<Args, String> {
         strategy,
         delivery,
         protocol,
+        base_uri,
         timeout,
         count: count.max(1),
         json,
@@ -111,6 +144,8 @@ fn parse_args() -> Result<Args, String> {
 /// A confirmable request to a device, retransmitted until answered.
 struct Pending {
     device: usize,
+    /// Where the request went: only this address can answer it.
+    addr: SocketAddr,
     request: RequestId,
     token: Vec<u8>,
     message_id: u16,
@@ -154,12 +189,19 @@ struct Server {
     config: Arc<UpgradeConfig>,
     devices: Vec<Device>,
     pending: Vec<Pending>,
-    next_message_id: u16,
-    next_token: u64,
+    ids: coap::Ids,
     finished: usize,
     all_succeeded: bool,
     etag: [u8; 4],
     recent: Vec<(SocketAddr, u16, Vec<u8>)>,
+    /// Exchanges answered lately (address, token): a retransmitted
+    /// confirmable separate response gets its ACK again.
+    answered: std::collections::VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Responses that matched no request and notifications that matched no
+    /// observation of the device they came from: dropped.
+    unmatched: u64,
+    /// Of those, the ones from an address no device registered from.
+    unmatched_foreign: u64,
 }
 
 impl Server {
@@ -229,7 +271,13 @@ impl Server {
                     let response = coap::response_to(packet, ResponseCode::NOT_FOUND);
                     return self.reply(from, packet, &response);
                 };
-                self.devices[i].addr = from;
+                if self.devices[i].addr != from {
+                    // The device moved (a NAT rebinding): its requests follow it.
+                    self.devices[i].addr = from;
+                    for p in self.pending.iter_mut().filter(|p| p.device == i) {
+                        p.addr = from;
+                    }
+                }
                 self.devices[i].uplinks += 1;
                 for query in coap::uri_query(packet) {
                     if let Some(lt) = query.strip_prefix("lt=").and_then(|v| v.parse().ok()) {
@@ -321,8 +369,7 @@ impl Server {
             }
         };
         // A new registration: a new location, and the old observations are void.
-        let location = format!("rd/{}x{}", index, self.next_token % 10_000);
-        self.next_token += 1;
+        let location = format!("rd/{}x{:08x}", index, self.ids.random() as u32);
         let device = &mut self.devices[index];
         device.addr = from;
         device.location = location.clone();
@@ -374,38 +421,50 @@ impl Server {
     }
 
     fn handle_response(&mut self, packet: &Packet, from: SocketAddr) {
+        let kind = packet.header.get_type();
+        if kind == MessageType::Reset {
+            return;
+        }
         let token = packet.get_token().to_vec();
-        // A notification of an observation?
-        if packet.header.code != MessageClass::Empty && coap::observe(packet).is_some() {
-            if let Some(i) = self.device_index(from) {
-                if let Some(&(observation, last, at)) = self.devices[i].observations.get(&token) {
-                    if !self.pending.iter().any(|p| p.token == token) {
-                        if packet.header.get_type() == MessageType::Confirmable {
-                            self.send_to(from, &coap::empty(MessageType::Acknowledgement, packet.header.message_id));
-                        }
-                        self.devices[i].uplinks += 1;
-                        let now = self.now();
-                        let sequence = coap::observe(packet).unwrap_or(0);
-                        if !fresher(last, at, sequence, now) {
-                            // An older notification overtaken by a newer one: ignore it.
-                            return;
-                        }
-                        self.devices[i].observations.insert(token, (observation, sequence, now));
-                        if let Some(format) = coap::content_format(packet) {
-                            self.input(i, TaskInput::Notification { observation, format, payload: &packet.payload });
-                        }
-                        return;
-                    }
+        let separate = matches!(kind, MessageType::Confirmable | MessageType::NonConfirmable);
+        // A notification of an observation, from the device that holds it?
+        if separate
+            && coap::observe(packet).is_some()
+            && !self.pending.iter().any(|p| p.addr == from && p.token == token)
+        {
+            let known = self.device_index(from).and_then(|i| Some((i, *self.devices[i].observations.get(&token)?)));
+            if let Some((i, (observation, last, at))) = known {
+                if kind == MessageType::Confirmable {
+                    self.send_to(from, &coap::empty(MessageType::Acknowledgement, packet.header.message_id));
                 }
+                self.devices[i].uplinks += 1;
+                let now = self.now();
+                let sequence = coap::observe(packet).unwrap_or(0);
+                if !fresher(last, at, sequence, now) {
+                    // An older notification overtaken by a newer one: ignore it.
+                    return;
+                }
+                self.devices[i].observations.insert(token, (observation, sequence, now));
+                if let Some(format) = coap::content_format(packet) {
+                    self.input(i, TaskInput::Notification { observation, format, payload: &packet.payload });
+                }
+                return;
             }
         }
-        let Some(index) = self.pending.iter().position(|p| {
-            (packet.header.get_type() == MessageType::Acknowledgement && p.message_id == packet.header.message_id)
-                || (!token.is_empty() && p.token == token)
-        }) else {
-            if packet.header.get_type() == MessageType::Confirmable {
+        let Some(index) = self.pending.iter().position(|p| coap::answers(packet, from, p.addr, p.message_id, &p.token))
+        else {
+            if kind == MessageType::Confirmable {
+                if self.answered.iter().any(|(a, t)| *a == from && *t == token) {
+                    // Our ACK of this separate response was lost: acknowledge it again.
+                    self.send_to(from, &coap::empty(MessageType::Acknowledgement, packet.header.message_id));
+                    return;
+                }
                 // An unknown confirmable message (e.g. a stale notification): reject it.
                 self.send_to(from, &coap::empty(MessageType::Reset, packet.header.message_id));
+            }
+            self.unmatched += 1;
+            if self.device_index(from).is_none() {
+                self.unmatched_foreign += 1;
             }
             return;
         };
@@ -414,13 +473,22 @@ impl Server {
             self.pending[index].retransmission.acknowledge();
             return;
         }
-        if packet.header.get_type() == MessageType::Confirmable {
+        if kind == MessageType::Confirmable {
             self.send_to(from, &coap::empty(MessageType::Acknowledgement, packet.header.message_id));
+            self.answered.push_back((from, token.clone()));
+            if self.answered.len() > 64 {
+                self.answered.pop_front();
+            }
         }
         let pending = self.pending.remove(index);
         let device = pending.device;
         self.devices[device].uplinks += 1;
         let code = coap::code_of(packet);
+        if !code.is_success() {
+            let at = self.clock.elapsed().as_secs_f64();
+            let path = coap::uri_path(&coap::parse(&pending.datagram).unwrap_or_default()).join("/");
+            eprintln!("server: {at:7.1} s {}: /{path} answered {code}", self.devices[device].endpoint);
+        }
         if let Some(push) = pending.push {
             if self.continue_push(device, pending.request, push, code, packet) {
                 return;
@@ -430,6 +498,11 @@ impl Server {
             let sequence = coap::observe(packet).unwrap_or(0);
             let now = self.now();
             self.devices[device].observations.insert(pending.token.clone(), (pending.request, sequence, now));
+        }
+        if code == ResponseCode::SERVICE_UNAVAILABLE {
+            // 5.03: the device is busy; Max-Age (seconds) says when to ask again.
+            let max_age = coap::uint(packet, CoapOption::MaxAge).map(Duration::from_secs);
+            return self.input(device, TaskInput::ServiceUnavailable { id: pending.request, max_age });
         }
         let format = coap::content_format(packet);
         self.input(device, TaskInput::Response { id: pending.request, code, format, payload: &packet.payload });
@@ -488,17 +561,34 @@ impl Server {
                     ),
                     _ => {}
                 },
-                TaskOutput::Event(TaskEvent::Finished(outcome)) => self.report(device, &outcome),
-                TaskOutput::Event(_) => {}
+                TaskOutput::Event(event) => self.log_event(device, &event),
                 _ => {}
             }
         }
+        // Reported once final: a failed task that watches its device for a
+        // late success is reported when the watch ends or the success comes.
+        let Some(task) = self.devices[device].task.as_ref() else { return };
+        if let Some(outcome) = task.outcome().filter(|_| !task.watching()).cloned() {
+            self.report(device, &outcome);
+        }
+    }
+
+    /// What the task went through, on stderr (one line per step, state seen, retry).
+    fn log_event(&self, device: usize, event: &TaskEvent) {
+        let what = match event {
+            TaskEvent::StepChanged(step) => format!("step: {step}"),
+            TaskEvent::StateSeen { state, result } => format!("state {state:?}, update result: {result}"),
+            TaskEvent::Retrying { failure, attempt } => format!("attempt {attempt} after: {failure}"),
+            TaskEvent::ExecuteHeld => "execute held".into(),
+            TaskEvent::LateSuccess(outcome) => format!("late success: {}", outcome.reason().unwrap_or_default()),
+            _ => return,
+        };
+        let at = self.clock.elapsed().as_secs_f64();
+        eprintln!("server: {at:7.1} s {}: {what}", self.devices[device].endpoint);
     }
 
     fn new_exchange(&mut self) -> (u16, Vec<u8>) {
-        self.next_message_id = self.next_message_id.wrapping_add(1);
-        self.next_token += 1;
-        (self.next_message_id, self.next_token.to_be_bytes().to_vec())
+        (self.ids.message_id(), self.ids.token())
     }
 
     fn send_operation(&mut self, device: usize, request: RequestId, operation: Operation) {
@@ -563,13 +653,13 @@ impl Server {
         observe: bool,
     ) {
         let now = self.now();
-        let _ = self.socket.send_to(&datagram, self.devices[device].addr);
+        let addr = self.devices[device].addr;
+        let _ = self.socket.send_to(&datagram, addr);
         self.devices[device].downlinks += 1;
-        // RFC 7252: the first timeout is random in [ACK_TIMEOUT, 1.5 × ACK_TIMEOUT].
-        let jitter = Duration::from_millis(u64::from(self.next_token as u32 % 1000));
-        let timeout = coap::ACK_TIMEOUT + jitter;
+        let timeout = self.ids.first_timeout();
         self.pending.push(Pending {
             device,
+            addr,
             request,
             token,
             message_id,
@@ -593,16 +683,16 @@ impl Server {
             Outcome::Succeeded { version } => {
                 ("succeeded", version.clone().map(|v| format!("version {v}")).unwrap_or_default())
             }
+            Outcome::LateSuccess { version, failure } => {
+                ("succeeded", format!("late: {failure}, then version {}", version.as_deref().unwrap_or("(not read)")))
+            }
             Outcome::Failed(failure) => {
                 self.all_succeeded = false;
                 ("failed", failure.to_string())
             }
         };
         if self.args.json {
-            let reason_code = match outcome {
-                Outcome::Succeeded { .. } => String::new(),
-                Outcome::Failed(failure) => failure.reason(),
-            };
+            let reason_code = outcome.reason().unwrap_or_default();
             println!(
                 "{}",
                 serde_json::json!({
@@ -615,6 +705,7 @@ impl Server {
                     "uplinks": d.uplinks,
                     "strategy": self.args.strategy.name(),
                     "delivery": self.args.delivery.name(),
+                    "unmatched_responses": self.unmatched,
                 })
             );
         } else {
@@ -632,12 +723,12 @@ impl Server {
         for (i, p) in self.pending.iter_mut().enumerate() {
             match p.retransmission.poll(now) {
                 coap::RetransmitAction::Wait => {}
-                coap::RetransmitAction::Resend => resend.push((p.device, p.datagram.clone())),
+                coap::RetransmitAction::Resend => resend.push((p.device, p.addr, p.datagram.clone())),
                 coap::RetransmitAction::GiveUp => failed.push(i),
             }
         }
-        for (device, datagram) in resend {
-            let _ = self.socket.send_to(&datagram, self.devices[device].addr);
+        for (device, addr, datagram) in resend {
+            let _ = self.socket.send_to(&datagram, addr);
             self.devices[device].downlinks += 1;
         }
         for i in failed.into_iter().rev() {
@@ -673,8 +764,9 @@ fn main() -> ExitCode {
     };
     socket.set_read_timeout(Some(Duration::from_millis(20))).ok();
     let local = socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    // The Package URI points at our own CoAP Block2 resource, or at the HTTP server.
-    let base_uri = match args.protocol {
+    // The Package URI points at our own CoAP Block2 resource, or at the HTTP
+    // server, unless --base-uri names another place.
+    let own_uri = match args.protocol {
         Protocol::Http => {
             let http = match tiny_http::Server::http(format!("{}:0", args.listen.ip())) {
                 Ok(server) => server,
@@ -687,10 +779,12 @@ fn main() -> ExitCode {
             let image = args.image.clone();
             let name = format!("/fw/{}", args.image_name);
             std::thread::spawn(move || serve_http(http, &name, &image));
+            eprintln!("server: serving the image over HTTP on {}:{port}", args.listen.ip());
             format!("http://{}:{port}/fw/", args.listen.ip())
         }
         _ => format!("coap://{local}/fw/"),
     };
+    let base_uri = args.base_uri.clone().unwrap_or(own_uri);
     let mut config = UpgradeConfig::new(&base_uri, &args.image_name, args.image.len() as u64);
     config.strategy = args.strategy;
     config.delivery = args.delivery;
@@ -705,12 +799,14 @@ fn main() -> ExitCode {
         config: Arc::new(config),
         devices: Vec::new(),
         pending: Vec::new(),
-        next_message_id: std::process::id() as u16,
-        next_token: u64::from(std::process::id()) << 16,
+        ids: coap::Ids::new(),
         finished: 0,
         all_succeeded: true,
         etag: digest.to_be_bytes(),
         recent: Vec::new(),
+        answered: std::collections::VecDeque::new(),
+        unmatched: 0,
+        unmatched_foreign: 0,
         args,
     };
     eprintln!("server: listening on {local}, package URI {}", server.config.package_uri());
@@ -722,6 +818,10 @@ fn main() -> ExitCode {
         }
         server.tick();
     }
+    eprintln!(
+        "server: dropped {} unmatched responses ({} from addresses no device registered from)",
+        server.unmatched, server.unmatched_foreign
+    );
     if server.all_succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 

@@ -60,6 +60,87 @@ impl Retransmission {
     }
 }
 
+/// Unpredictable message ids and tokens (RFC 7252 §5.3.1, §5.4.2): a peer that
+/// cannot guess them cannot forge an answer. Keyed SipHash (std's `RandomState`,
+/// keyed from the operating system's randomness once per thread) over a
+/// counter is a pseudo-random function: every token is 64 fresh bits, and the
+/// message ids count up from a random start, so they stay distinct for
+/// EXCHANGE_LIFETIME as RFC 7252 §4.4 asks.
+pub struct Ids {
+    key: std::collections::hash_map::RandomState,
+    counter: u64,
+    message_id: u16,
+}
+
+impl Default for Ids {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Ids {
+    /// A fresh key and a random first message id.
+    pub fn new() -> Ids {
+        use std::hash::BuildHasher;
+        let key = std::collections::hash_map::RandomState::new();
+        let message_id = key.hash_one(u64::MAX) as u16;
+        Ids { key, counter: 0, message_id }
+    }
+
+    /// 64 pseudo-random bits.
+    pub fn random(&mut self) -> u64 {
+        use std::hash::BuildHasher;
+        self.counter += 1;
+        self.key.hash_one(self.counter)
+    }
+
+    /// The next message id.
+    pub fn message_id(&mut self) -> u16 {
+        self.message_id = self.message_id.wrapping_add(1);
+        self.message_id
+    }
+
+    /// A new 8-byte token.
+    pub fn token(&mut self) -> Vec<u8> {
+        self.random().to_be_bytes().to_vec()
+    }
+
+    /// A first retransmission timeout, random in [ACK_TIMEOUT, 1.5 × ACK_TIMEOUT)
+    /// (RFC 7252 §4.2, ACK_RANDOM_FACTOR 1.5).
+    pub fn first_timeout(&mut self) -> Duration {
+        let spread = ACK_TIMEOUT.as_millis() as u64 / 2;
+        ACK_TIMEOUT + Duration::from_millis(self.random() % spread.max(1))
+    }
+}
+
+/// Does `response`, received from `from`, answer the request with `message_id`
+/// and `token` sent to `to` (RFC 7252 §5.3.2)? A piggybacked response is an ACK
+/// carrying the request's message id and token; an empty ACK carries its
+/// message id (the response follows separately); a separate response (CON or
+/// NON) carries its token. All must come from the address the request went to.
+pub fn answers(
+    response: &Packet,
+    from: std::net::SocketAddr,
+    to: std::net::SocketAddr,
+    message_id: u16,
+    token: &[u8],
+) -> bool {
+    if from != to {
+        return false;
+    }
+    let is_response = matches!(response.header.code, MessageClass::Response(_));
+    match response.header.get_type() {
+        MessageType::Acknowledgement if response.header.code == MessageClass::Empty => {
+            response.header.message_id == message_id
+        }
+        MessageType::Acknowledgement => {
+            is_response && response.header.message_id == message_id && response.get_token() == token
+        }
+        MessageType::Confirmable | MessageType::NonConfirmable => is_response && response.get_token() == token,
+        MessageType::Reset => false,
+    }
+}
+
 /// A request packet.
 pub fn request(kind: MessageType, method: RequestType, message_id: u16, token: &[u8]) -> Packet {
     let mut packet = Packet::new();
