@@ -315,3 +315,60 @@ fn rebooting_devices_resume_and_lossy_links_drop() {
     let (_, lost, duplicated) = net.counters();
     assert!(lost > 20 && duplicated > 5, "lost {lost}, duplicated {duplicated}");
 }
+
+#[test]
+fn a_device_without_deduplication_executes_copies_and_a_busy_one_answers_5_03() {
+    // A conforming device answers a copy (the same request id) from its cache.
+    let mut h = Harness::new(profile::CONFORMING, 3);
+    h.registered();
+    let write = |uri: &str| Operation::Write {
+        path: Path::resource(5, 0, 1),
+        format: ContentFormat::Text,
+        payload: Bytes::copy_from_slice(uri.as_bytes()),
+    };
+    let answers = |h: &mut Harness, id: RequestId| {
+        for _ in 0..2 {
+            h.device.handle(h.now, id, write(URI), &h.images);
+        }
+        let mut codes = Vec::new();
+        while let Some(message) = h.device.poll_message() {
+            if let ClientMessage::Response { id: answered, code, .. } = message {
+                assert_eq!(answered, id);
+                codes.push(code);
+            }
+        }
+        codes
+    };
+    assert_eq!(answers(&mut h, 90), vec![ResponseCode::CHANGED, ResponseCode::CHANGED]);
+    // Without de-duplication the copy is a second write while Downloading: 4.00.
+    let mut h = Harness::new(profile::NO_DEDUP, 3);
+    h.registered();
+    assert_eq!(answers(&mut h, 90), vec![ResponseCode::CHANGED, ResponseCode::BAD_REQUEST]);
+    // A busy device answers 5.03 to whatever arrives while it downloads.
+    let mut h = Harness::new(profile::BUSY, 3);
+    h.registered();
+    assert_eq!(answers(&mut h, 90), vec![ResponseCode::CHANGED, ResponseCode::SERVICE_UNAVAILABLE]);
+    let id = h.request(Operation::Read { path: Path::resource(5, 0, 3), accept: None });
+    h.device.handle(h.now, id, Operation::Read { path: Path::resource(5, 0, 3), accept: None }, &h.images);
+    assert!(matches!(
+        h.device.poll_message(),
+        Some(ClientMessage::Response { code: ResponseCode::SERVICE_UNAVAILABLE, .. })
+    ));
+}
+
+#[test]
+fn a_registration_that_never_got_through_is_tried_again() {
+    let mut h = Harness::new(profile::CONFORMING, 4);
+    h.registered();
+    let registration = h.inbox.iter().find(|m| matches!(m, ClientMessage::Register(_))).cloned().unwrap();
+    let before = h.device.registrations();
+    h.device.uplink_failed(h.now, &registration);
+    let again = h.run_until(Duration::from_secs(61), |m| matches!(m, ClientMessage::Register(_)));
+    assert!(again.is_some(), "no new Register");
+    assert_eq!(h.device.registrations(), before + 1);
+    // A lost Send is not a reason to register again.
+    let before = h.device.registrations();
+    h.device.uplink_failed(h.now, &ClientMessage::Send { format: ContentFormat::SenmlCbor, payload: Bytes::new() });
+    assert!(h.run_until(Duration::from_secs(61), |m| matches!(m, ClientMessage::Register(_))).is_none());
+    assert_eq!(h.device.registrations(), before);
+}

@@ -148,6 +148,8 @@ pub struct SimDevice {
     last_answer: Option<(RequestId, ResponseCode, Option<ContentFormat>, Bytes)>,
     /// The highest pushed block acknowledged in the current push.
     pushed_block: Option<u32>,
+    /// A Register or Update that never got through: register again then.
+    register_retry_at: Option<Instant>,
     /// Encoding buffer, reused.
     scratch: Vec<u8>,
 }
@@ -156,6 +158,9 @@ const SOFTWARE_VERSION: &str = "lwm2m-fota-sim";
 /// The block size of a simulated CoAP download.
 const DOWNLOAD_BLOCK: u64 = 1024;
 const BOOT_TIME: Duration = Duration::from_secs(5);
+/// How long a client waits to register again after a Register or Update that
+/// got no answer (LwM2M 1.1's default Communication Retry Timer).
+const REGISTRATION_RETRY: Duration = Duration::from_secs(60);
 
 impl SimDevice {
     /// Device `id` running `firmware_version`, powered on at `now` (it registers
@@ -192,6 +197,7 @@ impl SimDevice {
             outbox: VecDeque::new(),
             last_answer: None,
             pushed_block: None,
+            register_retry_at: None,
             scratch: Vec::new(),
         }
     }
@@ -250,6 +256,7 @@ impl SimDevice {
             consider(self.registered.then_some(self.next_update));
             consider(self.download.as_ref().map(|d| d.at));
             consider(self.reboot_at);
+            consider(self.register_retry_at);
             consider(self.firmware.poll_timeout());
             consider(self.observations.poll_timeout());
         }
@@ -277,7 +284,19 @@ impl SimDevice {
         }
     }
 
+    /// The transport gave up on a confirmable uplink (no acknowledgement
+    /// after all its retransmissions). A Register or Registration Update that
+    /// never got through is followed by a new Register a minute later, as
+    /// clients retry their registration.
+    pub fn uplink_failed(&mut self, now: Instant, message: &ClientMessage) {
+        if matches!(message, ClientMessage::Register(_) | ClientMessage::Update { .. }) && self.offline_until.is_none()
+        {
+            self.register_retry_at = Some(now + REGISTRATION_RETRY);
+        }
+    }
+
     fn register(&mut self, now: Instant) {
+        self.register_retry_at = None;
         self.registered = true;
         self.registrations += 1;
         self.observations.clear();
@@ -323,6 +342,7 @@ impl SimDevice {
         self.observations.clear();
         self.download = None;
         self.reboot_at = None;
+        self.register_retry_at = None;
     }
 
     /// A server request, answered into the outbox. Ignored while the device is
@@ -651,6 +671,10 @@ impl SimDevice {
             self.reboot_at = None;
             self.go_offline(now, BOOT_TIME);
             return;
+        }
+        if self.register_retry_at.is_some_and(|at| now >= at) {
+            self.register(now);
+            self.drain_firmware(now, images);
         }
         if let Some(download) = self.download.as_ref().filter(|d| now >= d.at) {
             let (end, size, version) = (download.end, download.size, download.version.clone());

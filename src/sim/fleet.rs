@@ -577,6 +577,12 @@ impl Fleet {
                 let timeout = ACK_TIMEOUT * (1u32 << attempt);
                 let stored = self.uplinks.insert(message);
                 self.schedule(self.now + timeout, Event::UplinkRetransmit(at, stored, attempt + 1));
+            } else if confirmable {
+                let now = self.now;
+                if let Some(member) = self.member(at) {
+                    member.device.uplink_failed(now, &message);
+                }
+                self.after_device(at);
             }
             return;
         }
