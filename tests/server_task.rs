@@ -820,7 +820,9 @@ fn snapshots_from_before_the_uri_write_counters_still_load() {
     let mut json: serde_json::Value = serde_json::to_value(&h.task).unwrap();
     let fields = json.as_object_mut().unwrap();
     // Fields added since the first snapshots were taken.
-    for added in ["uri_writes", "busy_until", "refusal", "execute_sent", "watching", "late_look", "resent"] {
+    for added in
+        ["uri_writes", "busy_until", "refusal", "execute_sent", "watching", "late_look", "resent", "seen_downloading"]
+    {
         assert!(fields.remove(added).is_some(), "{added}");
     }
     // And one that is gone (a snapshot from before the refusal checks).
@@ -1368,4 +1370,44 @@ proptest! {
         prop_assert!(!task.watching());
         prop_assert!(now <= Instant::ZERO + timeout * 2 + Duration::from_secs(200) + Duration::from_millis(80 * 200_000));
     }
+}
+
+#[test]
+fn a_device_that_lost_its_download_gets_the_uri_again() {
+    // A late copy of the reset (empty Package URI) reaches a client without a
+    // response cache after the URI write: its download is cancelled, and it
+    // shows Idle with Update Result 0 while the task waits.
+    let mut c = config();
+    c.strategy = Strategy::ObserveResources;
+    let mut h = Harness::new(c);
+    h.start();
+    let mut state_observation = None;
+    while !h.describe().contains("Path(/5/0/1)") {
+        let (id, kind) = h.last();
+        if format!("{kind:?}").contains("Observe") && format!("{kind:?}").contains("/5/0/3") {
+            state_observation = Some(id);
+        }
+        h.answer(&Script::default());
+    }
+    let observation = state_observation.expect("State observed");
+    h.answer(&Script::default()); // URI: 2.04
+    assert_eq!(h.task.step(), Step::Downloading);
+    h.input(TaskInput::Notification { observation, format: ContentFormat::Text, payload: b"1" });
+    h.requests.clear();
+    h.input(TaskInput::Notification { observation, format: ContentFormat::Text, payload: b"0" });
+    assert_eq!(h.task.step(), Step::WritingUri);
+    assert!(h.describe().contains("Path(/5/0/1)") && h.describe().contains("v2.bin"), "{}", h.describe());
+
+    // A device never seen Downloading may just hide it (poor devices): no
+    // second write.
+    let mut h = Harness::new(config());
+    let script = Script::default();
+    h.start();
+    h.answer(&script);
+    h.answer(&script);
+    h.answer(&script); // URI: 2.04
+    h.input(TaskInput::RegistrationUpdated);
+    h.answer(&script); // Read: Idle, 0
+    assert_eq!(h.task.step(), Step::Downloading);
+    assert!(h.requests.is_empty(), "{:?}", h.requests);
 }

@@ -156,6 +156,9 @@ struct Refusal {
     action: Action,
     code: ResponseCode,
     looking: bool,
+    /// The State the look's own answers carried (a report that arrives in
+    /// between may be a stale one).
+    seen: Option<State>,
 }
 
 /// Observation targets.
@@ -284,6 +287,10 @@ pub struct UpgradeTask {
     /// The request in flight repeats one whose exchange failed.
     #[cfg_attr(feature = "serde", serde(default))]
     resent: bool,
+    /// In this attempt the device was seen Downloading or Downloaded in an
+    /// answer or a notification.
+    #[cfg_attr(feature = "serde", serde(default))]
+    seen_downloading: bool,
     outcome: Option<Box<Outcome>>,
     events: VecDeque<TaskEvent>,
 }
@@ -334,6 +341,7 @@ impl UpgradeTask {
             watching: false,
             late_look: false,
             resent: false,
+            seen_downloading: false,
             outcome: None,
             events: VecDeque::new(),
         }
@@ -430,6 +438,7 @@ impl UpgradeTask {
             self.resume = None;
             self.need_read = true;
             self.refusal = None;
+            self.seen_downloading = false;
             self.state = None;
             // A version seen before proves nothing about this attempt.
             self.version = None;
@@ -613,7 +622,9 @@ impl UpgradeTask {
                 }) else {
                     return Ok(());
                 };
-                self.apply_payload(now, format, &target.path(), payload);
+                let state = self.apply_payload(now, format, &target.path(), payload);
+                // Notifications of one observation come in order (RFC 7641).
+                self.download_state_seen(now, state);
             }
             TaskInput::Send { format, payload } => {
                 self.seen_send = true;
@@ -638,6 +649,31 @@ impl UpgradeTask {
             self.state = None;
             self.result = None;
             self.version = None;
+        }
+    }
+
+    /// A State from the device's answer to a look of ours, or from a
+    /// notification (in order, unlike Sends, which CoAP may resend late).
+    /// A device seen Downloading in this attempt that shows Idle with Update
+    /// Result 0 while the task waits for the download has lost it: a late
+    /// copy of the reset (an empty Package URI) reached a client without a
+    /// response cache after the URI write, or the device forgot it. The URI
+    /// is written again. (Devices that hide Downloading never set the mark.)
+    fn download_state_seen(&mut self, now: Instant, state: Option<State>) {
+        match state {
+            Some(State::Downloading | State::Downloaded) => self.seen_downloading = true,
+            Some(State::Idle)
+                if self.step == Step::Downloading
+                    && !self.push
+                    && self.seen_downloading
+                    && self.result == Some(UpdateResult::Initial) =>
+            {
+                self.seen_downloading = false;
+                self.delivered = false;
+                self.refusal = None;
+                self.set_step(now, Step::WritingUri);
+            }
+            _ => {}
         }
     }
 
@@ -762,7 +798,7 @@ impl UpgradeTask {
         if !ambiguous || self.refusal.is_some_and(|refusal| refusal.action == action) {
             return false;
         }
-        self.refusal = Some(Refusal { action, code, looking: true });
+        self.refusal = Some(Refusal { action, code, looking: true, seen: None });
         self.refresh_state();
         true
     }
@@ -889,9 +925,12 @@ impl UpgradeTask {
                     self.observations[target.index()] = u32::try_from(id).unwrap_or(NO_ID);
                 }
                 let read_state = format.and_then(|format| self.apply_payload(now, format, &path, payload));
-                if let Some(Refusal { action: refused, code: refused_code, looking: true }) = self.refusal {
+                if let Some(mut refusal) = self.refusal.filter(|refusal| refusal.looking) {
                     // The look after a refusal is complete with the Read's
                     // answer, or under S5 with both new observations' first answers.
+                    if read_state.is_some() {
+                        refusal.seen = read_state;
+                    }
                     let both = Target::State.bit() | Target::Result.bit();
                     let complete = match action {
                         Action::ReadFirmware => true,
@@ -900,12 +939,15 @@ impl UpgradeTask {
                         }
                         _ => false,
                     };
+                    refusal.looking = !complete;
+                    self.refusal = Some(refusal);
                     if complete {
-                        self.refusal = Some(Refusal { action: refused, code: refused_code, looking: false });
-                        let state = if action == Action::ReadFirmware { read_state } else { self.state };
-                        self.resolve_refusal(now, refused, refused_code, state);
+                        self.resolve_refusal(now, refusal.action, refusal.code, refusal.seen);
                     }
                     return;
+                }
+                if matches!(action, Action::ReadFirmware | Action::Observe(Target::State | Target::Instance)) {
+                    self.download_state_seen(now, read_state);
                 }
                 let downloading = matches!(read_state, Some(State::Downloading | State::Downloaded));
                 let looked = matches!(action, Action::ReadFirmware | Action::Observe(Target::State));
