@@ -91,6 +91,40 @@ impl RelayConfig {
     pub fn new(seed: u64, up: Impairment, down: Impairment) -> RelayConfig {
         RelayConfig { seed, up, down, max_clients: 256 }
     }
+
+    /// The longest run of consecutive drops among the first `datagrams`
+    /// datagrams travelling `way`: the relay's own draws, replayed.
+    pub fn longest_loss_run(&self, way: Way, datagrams: usize) -> usize {
+        let (mut rng, impairment) = match way {
+            Way::Up => (SplitMix64::new(self.seed), self.up),
+            Way::Down => (SplitMix64::new(self.seed ^ DOWN_SEED), self.down),
+        };
+        let (mut longest, mut run) = (0, 0);
+        for _ in 0..datagrams {
+            match decide(&mut rng, &impairment) {
+                None => {
+                    run += 1;
+                    longest = longest.max(run);
+                }
+                Some(_) => run = 0,
+            }
+        }
+        longest
+    }
+}
+
+/// Mixed into the seed for the server-to-client direction.
+const DOWN_SEED: u64 = 0x5eed_d0e5_0000_0001;
+
+/// One datagram's fate: `None` dropped, else the delays of its copies (one, or
+/// two when duplicated).
+fn decide(rng: &mut SplitMix64, impairment: &Impairment) -> Option<Vec<Duration>> {
+    if rng.next_f64() < impairment.loss {
+        return None;
+    }
+    let copies = if rng.next_f64() < impairment.duplicate { 2 } else { 1 };
+    let jitter_ms = impairment.jitter.as_millis() as u64;
+    Some((0..copies).map(|_| impairment.delay + Duration::from_millis(rng.below(jitter_ms))).collect())
 }
 
 /// Which way a datagram travels.
@@ -209,23 +243,14 @@ impl Shared {
         };
         let now = Instant::now();
         let mut queue = self.queue.lock().unwrap();
-        let rng = &mut queue.rng[i];
-        if rng.next_f64() < impairment.loss {
+        let Some(delays) = decide(&mut queue.rng[i], &impairment) else {
             self.counters.dropped[i].fetch_add(1, Ordering::Relaxed);
             return;
-        }
-        let copies = if rng.next_f64() < impairment.duplicate {
-            self.counters.duplicated[i].fetch_add(1, Ordering::Relaxed);
-            2
-        } else {
-            1
         };
-        let jitter_ms = impairment.jitter.as_millis() as u64;
-        let mut delays = [Duration::ZERO; 2];
-        for delay in delays.iter_mut().take(copies) {
-            *delay = impairment.delay + Duration::from_millis(rng.below(jitter_ms));
+        if delays.len() > 1 {
+            self.counters.duplicated[i].fetch_add(1, Ordering::Relaxed);
         }
-        for delay in delays.iter().take(copies) {
+        for delay in &delays {
             queue.seq += 1;
             let seq = queue.seq;
             queue.heap.push(Scheduled { due: now + *delay, seq, via: via.clone(), to, bytes: bytes.to_vec() });
@@ -268,7 +293,7 @@ impl Relay {
             queue: Mutex::new(Queue {
                 heap: BinaryHeap::new(),
                 seq: 0,
-                rng: [SplitMix64::new(seed), SplitMix64::new(seed ^ 0x5eed_d0e5_0000_0001)],
+                rng: [SplitMix64::new(seed), SplitMix64::new(seed ^ DOWN_SEED)],
             }),
             wake: Condvar::new(),
             counters: Counters::default(),
@@ -463,6 +488,32 @@ mod tests {
         assert_eq!(first, again, "same seed, same datagrams");
         let (other, ..) = run(8);
         assert_ne!(first, other);
+    }
+
+    #[test]
+    fn the_loss_run_replay_matches_the_relay() {
+        // Sent one by one and waited for, datagrams reach the relay in order,
+        // so the replayed draws are the relay's.
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let config = RelayConfig::new(11, Impairment::new(0.5, 0.0, 0, 0), Impairment::CLEAN);
+        let expected = config.longest_loss_run(Way::Up, 60);
+        let relay = Relay::start(server.local_addr().unwrap(), config);
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (mut longest, mut run) = (0, 0);
+        let mut buf = [0u8; 8];
+        for i in 0..60u8 {
+            client.send_to(&[i], relay.addr()).unwrap();
+            match server.recv_from(&mut buf) {
+                Ok(_) => run = 0,
+                Err(_) => {
+                    run += 1;
+                    longest = longest.max(run);
+                }
+            }
+        }
+        assert_eq!(longest, expected);
+        assert!(expected >= 3, "at 50 % loss a run of 3 in 60 is near certain");
     }
 
     #[test]
