@@ -526,8 +526,12 @@ fn every_strategy_survives_15_percent_loss_duplication_and_reordering() {
 /// 30 % loss both ways (CI-sized: one device per strategy × delivery, the
 /// de-duplication mode alternating). At least 90 % upgrade, no false
 /// failures, no image installed twice.
+///
+/// Ignored: too slow for every `cargo test`. Measured (debug build, 2 cores):
+/// 10 of 10 upgraded in 315 s and in 474 s of wall time, the slowest an
+/// observe-only pull at 470 s; no false failure, no second install.
 #[test]
-#[ignore = "minutes of wall time at 30 % loss; run with --ignored"]
+#[ignore = "5 to 8 minutes of wall time at 30 % loss; run with --ignored"]
 fn most_upgrades_survive_30_percent_loss_without_false_failures() {
     let wall = Instant::now();
     let results = run_all(matrix("m30", 0.30, 600, true, 30, None), Duration::from_secs(1300));
