@@ -1411,3 +1411,35 @@ fn a_device_that_lost_its_download_gets_the_uri_again() {
     assert_eq!(h.task.step(), Step::Downloading);
     assert!(h.requests.is_empty(), "{:?}", h.requests);
 }
+
+#[test]
+fn a_device_back_before_the_timeout_is_looked_at_when_the_task_fails() {
+    // Seen over a 15 % lossy link: the device installed and registered again
+    // 5 s before the timeout, whose Read went unanswered; with the lifetime
+    // extended to an hour its next uplink was half an hour away.
+    let mut c = config();
+    c.timeout = Duration::from_secs(300);
+    let mut h = Harness::new(c);
+    let mut script = Script::default();
+    h.start();
+    h.answer(&script);
+    h.answer(&script);
+    h.answer(&script);
+    script.state = 2;
+    h.input(TaskInput::RegistrationUpdated);
+    h.answer(&script);
+    h.answer(&script); // Execute: 2.04
+    script.state = 0;
+    script.result = 1;
+    script.version = "1.1.10".into();
+    h.advance(Duration::from_secs(295));
+    h.input(TaskInput::Registered(&registration(false)));
+    h.requests.clear(); // the Read is lost
+    h.advance(Duration::from_secs(6));
+    assert!(h.task.watching());
+    assert!(h.describe().contains("Read") && h.describe().contains("/5/0"), "no look: {}", h.describe());
+    while h.task.watching() {
+        h.answer(&script);
+    }
+    assert!(matches!(h.outcome(), Some(Outcome::LateSuccess { .. })), "{:?}", h.outcome());
+}

@@ -461,6 +461,9 @@ impl UpgradeTask {
         if finished_now && may_have_applied {
             self.watching = true;
             self.deadline = now + self.config.timeout;
+            // The device may have come back already (its next uplink can be
+            // an extended lifetime away): look at once.
+            self.late_look_on_uplink();
         }
     }
 
