@@ -502,7 +502,12 @@ fn forged_responses_from_another_port_are_dropped_and_counted() {
 
 /// The lossy matrix: every strategy × pull and push, a device with and one
 /// without de-duplication per server, 15 % loss both ways, 5 % duplication,
-/// 0–40 ms jitter; the download goes through the relay. All must upgrade.
+/// 0–40 ms jitter; the download goes through the relay. None may fail for
+/// anything but time, none may be reported failed while it runs the image,
+/// none may install twice. At most one of the 20 may run out of its 120 s:
+/// at this loss 0.16 % of CoAP exchanges lose all five transmissions (and
+/// about a minute), which RFC 7252's timing cannot avoid (BENCHMARKS.md).
+/// In the runs measured, all 20 upgraded.
 #[test]
 fn every_strategy_survives_15_percent_loss_duplication_and_reordering() {
     let wall = Instant::now();
@@ -520,18 +525,20 @@ fn every_strategy_survives_15_percent_loss_duplication_and_reordering() {
         devices.iter().filter(|d| !d.succeeded() && d.running == TARGET).map(|d| d.endpoint.as_str()).collect();
     assert!(twice.is_empty(), "images installed twice: {twice:?}");
     assert!(false_failures.is_empty(), "reported failed but running {TARGET}: {false_failures:?}");
-    assert!(failed.is_empty(), "{} of {} failed: {failed:#?}", failed.len(), devices.len());
+    let not_time: Vec<&String> = failed.iter().filter(|f| !f.contains(": timeout-")).collect();
+    assert!(not_time.is_empty(), "failed for something but time: {not_time:#?}");
+    assert!(failed.len() <= 1, "{} of {} failed: {failed:#?}", failed.len(), devices.len());
 }
 
 /// 30 % loss both ways (CI-sized: one device per strategy × delivery, the
 /// de-duplication mode alternating). At least 90 % upgrade, no false
 /// failures, no image installed twice.
 ///
-/// Ignored: too slow for every `cargo test`. Measured (debug build, 2 cores):
-/// 10 of 10 upgraded in 315 s and in 474 s of wall time, the slowest an
-/// observe-only pull at 470 s; no false failure, no second install.
+/// Measured (debug build, 2 cores): 10 of 10 upgraded in 315 s and in 474 s
+/// of wall time, the slowest an observe-only pull at 470 s; no false failure,
+/// no second install. It runs beside the 15 % matrix (the test harness runs
+/// a file's tests in parallel), so `cargo test` waits for the longer one.
 #[test]
-#[ignore = "5 to 8 minutes of wall time at 30 % loss; run with --ignored"]
 fn most_upgrades_survive_30_percent_loss_without_false_failures() {
     let wall = Instant::now();
     let results = run_all(matrix("m30", 0.30, 600, true, 30, None), Duration::from_secs(1300));
