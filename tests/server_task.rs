@@ -182,6 +182,19 @@ fn happy_path(h: &mut Harness, script: &mut Script) {
     h.answer(script);
 }
 
+/// Drives an S1 pull upgrade until the device is Downloaded and the task's
+/// Execute is the last request (unanswered).
+fn until_execute(h: &mut Harness, script: &mut Script) {
+    h.start();
+    h.answer(script); // Read /5/0
+    h.answer(script); // lifetime
+    h.answer(script); // URI
+    script.state = 2;
+    h.input(TaskInput::RegistrationUpdated);
+    h.answer(script); // Read /5/0: Downloaded
+    assert!(h.describe().contains("Execute"), "{}", h.describe());
+}
+
 #[test]
 fn pull_upgrade_succeeds_with_the_exact_version() {
     let mut h = Harness::new(config());
@@ -385,13 +398,7 @@ fn downlink_failures_fail_or_resume_at_the_next_uplink() {
 fn an_unanswered_execute_is_watched_not_failed() {
     let mut h = Harness::new(config());
     let mut script = Script::default();
-    h.start();
-    h.answer(&script);
-    h.answer(&script);
-    h.answer(&script);
-    script.state = 2;
-    h.input(TaskInput::RegistrationUpdated);
-    h.answer(&script);
+    until_execute(&mut h, &mut script);
     let (id, _) = h.last();
     h.requests.pop();
     h.input(TaskInput::TransportFailure { id });
@@ -890,13 +897,7 @@ fn a_refused_copy_of_an_executed_execute_is_no_failure() {
     // response cache executes the copy while Updating and answers 4.05.
     let mut h = Harness::new(config());
     let mut script = Script::default();
-    h.start();
-    h.answer(&script);
-    h.answer(&script);
-    h.answer(&script);
-    script.state = 2;
-    h.input(TaskInput::RegistrationUpdated);
-    h.answer(&script);
+    until_execute(&mut h, &mut script);
     let (execute, kind) = h.last();
     assert!(format!("{kind:?}").contains("Execute"));
     h.requests.pop();
@@ -1019,13 +1020,7 @@ fn a_new_registration_settles_the_request_in_flight_at_once() {
     // device went down to install.
     let mut h = Harness::new(config());
     let mut script = Script::default();
-    h.start();
-    h.answer(&script);
-    h.answer(&script);
-    h.answer(&script);
-    script.state = 2;
-    h.input(TaskInput::RegistrationUpdated);
-    h.answer(&script);
+    until_execute(&mut h, &mut script);
     assert!(h.describe().contains("Execute"));
     h.requests.clear();
     script.state = 0;
@@ -1049,13 +1044,7 @@ fn a_retry_never_installs_twice() {
     c.step_timeout = Duration::from_secs(20);
     let mut h = Harness::new(c);
     let mut script = Script::default();
-    h.start();
-    h.answer(&script);
-    h.answer(&script);
-    h.answer(&script);
-    script.state = 2;
-    h.input(TaskInput::RegistrationUpdated);
-    h.answer(&script);
+    until_execute(&mut h, &mut script);
     h.answer(&script); // Execute: 2.04
     assert_eq!(h.task.step(), Step::Updating);
     script.state = 0;
@@ -1103,13 +1092,7 @@ fn a_device_that_upgrades_after_the_timeout_is_a_late_success() {
     c.timeout = Duration::from_secs(300);
     let mut h = Harness::new(c);
     let mut script = Script::default();
-    h.start();
-    h.answer(&script);
-    h.answer(&script);
-    h.answer(&script);
-    script.state = 2;
-    h.input(TaskInput::RegistrationUpdated);
-    h.answer(&script);
+    until_execute(&mut h, &mut script);
     h.answer(&script); // Execute: 2.04
     h.advance(Duration::from_secs(301));
     let timeout = Failure::Timeout { step: Step::Updating, no_send_received: false };
@@ -1136,13 +1119,7 @@ fn a_device_that_upgrades_after_the_timeout_is_a_late_success() {
     c.timeout = Duration::from_secs(300);
     let mut h = Harness::new(c);
     let mut script = Script::default();
-    h.start();
-    h.answer(&script);
-    h.answer(&script);
-    h.answer(&script);
-    script.state = 2;
-    h.input(TaskInput::RegistrationUpdated);
-    h.answer(&script);
+    until_execute(&mut h, &mut script);
     h.answer(&script);
     h.advance(Duration::from_secs(301));
     h.advance(Duration::from_secs(300));
@@ -1421,13 +1398,7 @@ fn a_device_back_before_the_timeout_is_looked_at_when_the_task_fails() {
     c.timeout = Duration::from_secs(300);
     let mut h = Harness::new(c);
     let mut script = Script::default();
-    h.start();
-    h.answer(&script);
-    h.answer(&script);
-    h.answer(&script);
-    script.state = 2;
-    h.input(TaskInput::RegistrationUpdated);
-    h.answer(&script);
+    until_execute(&mut h, &mut script);
     h.answer(&script); // Execute: 2.04
     script.state = 0;
     script.result = 1;
