@@ -1108,7 +1108,7 @@ fn a_device_that_upgrades_after_the_timeout_is_a_late_success() {
     while h.task.watching() {
         h.answer(&script);
     }
-    let late = Outcome::LateSuccess { version: Some("1.1.10".into()), failure: timeout.clone() };
+    let late = Outcome::LateSuccess { version: Some("1.1.10".into()), failure: Box::new(timeout.clone()) };
     assert_eq!(h.outcome(), Some(late.clone()));
     assert!(h.events.contains(&TaskEvent::LateSuccess(late.clone())));
     assert!(late.is_success());

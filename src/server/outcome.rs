@@ -1,5 +1,6 @@
 //! What a task tells its caller: its steps, its events, and how it ended.
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use core::fmt;
 
@@ -197,8 +198,9 @@ pub enum Outcome {
     LateSuccess {
         /// The version the device reports, when known.
         version: Option<String>,
-        /// How the task had failed.
-        failure: Failure,
+        /// How the task had failed (boxed: outcomes and events stay as small
+        /// as a failure).
+        failure: Box<Failure>,
     },
 }
 

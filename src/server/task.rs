@@ -486,7 +486,7 @@ impl UpgradeTask {
             (None, version) => version.as_deref().filter(|v| !v.is_empty()).map(String::from),
         };
         let Some(Outcome::Failed(failure)) = self.outcome.as_deref().cloned() else { return };
-        let outcome = Outcome::LateSuccess { version, failure };
+        let outcome = Outcome::LateSuccess { version, failure: Box::new(failure) };
         self.watching = false;
         self.late_look = false;
         self.events.push_back(TaskEvent::LateSuccess(outcome.clone()));
