@@ -10,3 +10,7 @@
 mod corpus;
 
 pub use corpus::{TREE_PATHS, Target, VALUE_PATHS, check, hex, may_refuse, same_f64, same_records};
+
+/// The upgrade task's input surface: `task::drive` (tests/fuzz_task.rs).
+#[path = "../../tests/fuzz_task.rs"]
+pub mod task;
