@@ -669,6 +669,17 @@ fn a_refused_repeated_uri_write_is_looked_at_once() {
     assert_eq!(h.outcome(), Some(uri_write_refused()));
 }
 
+/// Drives an S1 pull upgrade to its first Package URI write and answers it 4.00.
+fn refuse_the_first_uri_write(h: &mut Harness) {
+    h.start();
+    h.answer(&Script::default()); // Read /5/0
+    h.answer(&Script::default()); // lifetime
+    let (uri_write, kind) = h.last();
+    assert!(format!("{kind:?}").contains("Path(/5/0/1)"), "{kind:?}");
+    h.requests.pop();
+    h.refuse(uri_write);
+}
+
 #[test]
 fn a_refused_first_uri_write_is_looked_at_and_fails_when_refused_again() {
     // A duplicated datagram reaches a client without a response cache twice:
@@ -676,12 +687,7 @@ fn a_refused_first_uri_write_is_looked_at_and_fails_when_refused_again() {
     // refusal is looked at before it counts.
     let mut h = Harness::new(config());
     let script = Script::default();
-    h.start();
-    h.answer(&script);
-    h.answer(&script);
-    let (uri_write, _) = h.last();
-    h.requests.pop();
-    h.refuse(uri_write);
+    refuse_the_first_uri_write(&mut h);
     assert_eq!(h.outcome(), None);
     assert!(h.describe().contains("Read") && h.describe().contains("/5/0"), "{}", h.describe());
     h.answer(&script); // idle: the refusal was real, or the write never arrived
@@ -695,12 +701,7 @@ fn a_refused_first_uri_write_is_looked_at_and_fails_when_refused_again() {
     // The look shows why the device refused (Update Result 9, unsupported
     // protocol): no second write.
     let mut h = Harness::new(config());
-    h.start();
-    h.answer(&script);
-    h.answer(&script);
-    let (uri_write, _) = h.last();
-    h.requests.pop();
-    h.refuse(uri_write);
+    refuse_the_first_uri_write(&mut h);
     h.answer(&Script { result: 9, ..Script::default() });
     assert_eq!(h.outcome(), Some(uri_write_refused()));
 }
@@ -1142,13 +1143,7 @@ fn a_refused_copy_of_a_uri_write_whose_download_failed_since_is_that_failure() {
     // the time of the look the download had failed (Update Result 4): a
     // retryable connection loss, not a refusal.
     let mut h = Harness::new(config());
-    let script = Script::default();
-    h.start();
-    h.answer(&script);
-    h.answer(&script);
-    let (uri_write, _) = h.last();
-    h.requests.pop();
-    h.refuse(uri_write);
+    refuse_the_first_uri_write(&mut h);
     h.answer(&Script { result: 4, ..Script::default() });
     assert_eq!(h.outcome(), None);
     assert_eq!(h.task.attempt(), 2);
@@ -1178,175 +1173,6 @@ fn a_push_whose_last_answer_is_lost_goes_on_when_the_device_reports_downloaded()
     h.input(TaskInput::Notification { observation: state_observation, format: ContentFormat::Text, payload: b"2" });
     assert_eq!(h.task.step(), Step::Executing, "{:?}", h.events);
     assert!(h.describe().contains("Execute"), "{}", h.describe());
-}
-
-/// One input of an adversarial device and network.
-#[derive(Debug, Clone)]
-enum Chaos {
-    /// Answer the last request with this code and payload.
-    Answer(u8, u8),
-    Unavailable(u16),
-    Lost,
-    Register,
-    Update,
-    Deregister,
-    /// A notification of the n-th observation, with this payload.
-    Notify(u8, u8),
-    Send(u8),
-    Wait(u32),
-    Cancel,
-    Release,
-}
-
-fn chaos() -> impl proptest::strategy::Strategy<Value = Chaos> {
-    use proptest::strategy::Strategy as _;
-    prop_oneof![
-        6 => (any::<u8>(), any::<u8>()).prop_map(|(c, p)| Chaos::Answer(c, p)),
-        1 => (0u16..120).prop_map(Chaos::Unavailable),
-        1 => Just(Chaos::Lost),
-        1 => Just(Chaos::Register),
-        1 => Just(Chaos::Update),
-        1 => Just(Chaos::Deregister),
-        2 => (any::<u8>(), any::<u8>()).prop_map(|(n, p)| Chaos::Notify(n, p)),
-        2 => any::<u8>().prop_map(Chaos::Send),
-        2 => (0u32..200_000).prop_map(Chaos::Wait),
-        1 => Just(Chaos::Cancel),
-        1 => Just(Chaos::Release),
-    ]
-}
-
-/// A payload a device might send: a /5/0 Read of some State and Update
-/// Result, a text value, a version, garbage, or nothing.
-fn chaos_payload(choice: u8) -> (Option<ContentFormat>, Vec<u8>) {
-    let state = i64::from(choice % 4);
-    let result = i64::from(choice / 4 % 11);
-    match choice % 5 {
-        0 => (Some(ContentFormat::SenmlCbor), Script { state, result, ..Script::default() }.firmware_payload()),
-        1 => (Some(ContentFormat::Text), state.to_string().into_bytes()),
-        2 => (Some(ContentFormat::Text), if choice % 2 == 0 { b"1.1.10".to_vec() } else { b"1.0.0".to_vec() }),
-        3 => (Some(ContentFormat::SenmlCbor), vec![choice, 0xff, 0x81]),
-        _ => (None, vec![]),
-    }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
-
-    /// Whatever a device and the network do (any answer to any request, 5.03,
-    /// lost exchanges, registrations, stale notifications and Sends, operator
-    /// commands, time), the task never panics, never asks for more than one
-    /// request at a time, and once the device falls silent it ends by its
-    /// timeout (and the watch after it) with nothing left to wait for.
-    #[test]
-    fn any_device_behaviour_ends_in_bounded_time(
-        strategy in 0usize..5,
-        push in any::<bool>(),
-        inputs in prop::collection::vec(chaos(), 0..80),
-    ) {
-        let codes = [
-            ResponseCode::CONTENT, ResponseCode::CHANGED, ResponseCode::CONTINUE, ResponseCode::BAD_REQUEST,
-            ResponseCode::NOT_FOUND, ResponseCode::METHOD_NOT_ALLOWED, ResponseCode::NOT_ACCEPTABLE,
-            ResponseCode::REQUEST_ENTITY_INCOMPLETE, ResponseCode::REQUEST_ENTITY_TOO_LARGE,
-            ResponseCode::SERVICE_UNAVAILABLE, ResponseCode::INTERNAL_SERVER_ERROR,
-        ];
-        let mut c = config();
-        c.strategy = Strategy::ALL[strategy];
-        c.delivery = if push { Delivery::Push } else { Delivery::Pull };
-        c.timeout = Duration::from_secs(600);
-        let timeout = c.timeout;
-        let mut task = UpgradeTask::new(Arc::new(c));
-        let mut now = Instant::ZERO;
-        let mut requests: Vec<(RequestId, RequestKind)> = Vec::new();
-        let mut observations: Vec<RequestId> = Vec::new();
-        let drain = |task: &mut UpgradeTask, requests: &mut Vec<(RequestId, RequestKind)>, observations: &mut Vec<RequestId>| {
-            let mut sent = 0;
-            for _ in 0..64 {
-                match task.poll_output() {
-                    Some(TaskOutput::Request(r)) => {
-                        sent += 1;
-                        if matches!(r.kind, RequestKind::Operation(Operation::Observe { .. })) {
-                            observations.push(r.id);
-                        }
-                        requests.push((r.id, r.kind));
-                    }
-                    Some(_) => {}
-                    None => return sent,
-                }
-            }
-            panic!("poll_output never ran dry");
-        };
-        task.handle(now, TaskInput::Registered(&registration(false))).unwrap();
-        task.start(now).unwrap();
-        drain(&mut task, &mut requests, &mut observations);
-        for input in inputs {
-            let last = requests.last().map(|(id, _)| *id);
-            let result = match input {
-                Chaos::Answer(code, payload) => match last {
-                    Some(id) => {
-                        let (format, payload) = chaos_payload(payload);
-                        let code = codes[usize::from(code) % codes.len()];
-                        task.handle(now, TaskInput::Response { id, code, format, payload: &payload })
-                    }
-                    None => Ok(()),
-                },
-                Chaos::Unavailable(seconds) => match last {
-                    Some(id) => task.handle(
-                        now,
-                        TaskInput::ServiceUnavailable { id, max_age: Some(Duration::from_secs(u64::from(seconds))) },
-                    ),
-                    None => Ok(()),
-                },
-                Chaos::Lost => match last {
-                    Some(id) => task.handle(now, TaskInput::TransportFailure { id }),
-                    None => Ok(()),
-                },
-                Chaos::Register => task.handle(now, TaskInput::Registered(&registration(false))),
-                Chaos::Update => task.handle(now, TaskInput::RegistrationUpdated),
-                Chaos::Deregister => task.handle(now, TaskInput::Deregistered),
-                Chaos::Notify(n, payload) => match observations.get(usize::from(n) % observations.len().max(1)) {
-                    Some(&observation) => {
-                        let (format, payload) = chaos_payload(payload);
-                        let format = format.unwrap_or(ContentFormat::Text);
-                        task.handle(now, TaskInput::Notification { observation, format, payload: &payload })
-                    }
-                    None => Ok(()),
-                },
-                Chaos::Send(choice) => {
-                    let payload = send_payload(i64::from(choice % 4), i64::from(choice / 4 % 11));
-                    task.handle(now, TaskInput::Send { format: ContentFormat::SenmlCbor, payload: &payload })
-                }
-                Chaos::Wait(ms) => {
-                    now = now + Duration::from_millis(u64::from(ms));
-                    task.handle_timeout(now)
-                }
-                Chaos::Cancel => {
-                    task.cancel(now);
-                    Ok(())
-                }
-                Chaos::Release => {
-                    task.release_execute(now);
-                    Ok(())
-                }
-            };
-            prop_assert!(result.is_ok(), "{result:?}");
-            let sent = drain(&mut task, &mut requests, &mut observations);
-            // One request in flight at a time (cleanup after the end aside).
-            prop_assert!(sent <= 1 || task.outcome().is_some(), "{sent} requests at once");
-        }
-        // The device falls silent: only timers run.
-        let mut fired = 0;
-        while let Some(at) = task.poll_timeout() {
-            prop_assert!(at >= now, "a deadline in the past: {at:?} < {now:?}");
-            now = at;
-            task.handle_timeout(now).unwrap();
-            drain(&mut task, &mut requests, &mut observations);
-            fired += 1;
-            prop_assert!(fired < 1_000, "timers keep firing: {:?}", task.step());
-        }
-        prop_assert!(task.outcome().is_some(), "no outcome: {:?}", task.step());
-        prop_assert!(!task.watching());
-        prop_assert!(now <= Instant::ZERO + timeout * 2 + Duration::from_secs(200) + Duration::from_millis(80 * 200_000));
-    }
 }
 
 #[test]
