@@ -52,6 +52,13 @@ impl Default for Script {
 }
 
 impl Script {
+    /// The device rebooted into the new image: Idle, Update Result 1, `version`.
+    fn installed(&mut self, version: &str) {
+        self.state = 0;
+        self.result = 1;
+        self.version = version.into();
+    }
+
     fn firmware_payload(&self) -> Vec<u8> {
         let mut records = vec![
             Record::new(Path::resource(5, 0, 3), Value::Integer(self.state)),
@@ -173,9 +180,7 @@ fn happy_path(h: &mut Harness, script: &mut Script) {
     h.answer(script);
     assert!(h.describe().contains("Execute"), "{}", h.describe());
     h.answer(script);
-    script.state = 0;
-    script.result = 1;
-    script.version = "1.1.10".into();
+    script.installed("1.1.10");
     h.input(TaskInput::Registered(&registration(false)));
     h.answer(script);
     assert!(h.describe().contains("/3/0/3"), "{}", h.describe());
@@ -217,9 +222,7 @@ fn upgrade_until_verifying(h: &mut Harness, script: &mut Script, version: &str) 
     h.input(TaskInput::RegistrationUpdated);
     h.answer(script);
     h.answer(script); // Execute
-    script.state = 0;
-    script.result = 1;
-    script.version = version.into();
+    script.installed(version);
     h.input(TaskInput::Registered(&registration(false)));
     h.answer(script); // Read /5/0: Idle, Update Result 1
     assert_eq!(h.task.step(), Step::Verifying);
@@ -621,9 +624,7 @@ fn a_device_already_fetching_our_uri_is_not_written_again() {
     assert_eq!(h.outcome(), None);
     assert!(h.describe().contains("Execute"), "wrote the URI again? {}", h.describe());
     h.answer(&script);
-    script.state = 0;
-    script.result = 1;
-    script.version = "1.1.10".into();
+    script.installed("1.1.10");
     h.input(TaskInput::Registered(&registration(false)));
     while h.outcome().is_none() {
         h.answer(&script);
@@ -908,9 +909,7 @@ fn a_refused_copy_of_an_executed_execute_is_no_failure() {
     script.state = 3;
     h.answer(&script);
     assert_eq!(h.task.step(), Step::Updating);
-    script.state = 0;
-    script.result = 1;
-    script.version = "1.1.10".into();
+    script.installed("1.1.10");
     h.input(TaskInput::Registered(&registration(false)));
     while h.outcome().is_none() {
         h.answer(&script);
@@ -1024,9 +1023,7 @@ fn a_new_registration_settles_the_request_in_flight_at_once() {
     until_execute(&mut h, &mut script);
     assert!(h.describe().contains("Execute"));
     h.requests.clear();
-    script.state = 0;
-    script.result = 1;
-    script.version = "1.1.10".into();
+    script.installed("1.1.10");
     h.input(TaskInput::Registered(&registration(false)));
     assert_eq!(h.task.step(), Step::Updating);
     while h.outcome().is_none() {
@@ -1048,9 +1045,7 @@ fn a_retry_never_installs_twice() {
     until_execute(&mut h, &mut script);
     h.answer(&script); // Execute: 2.04
     assert_eq!(h.task.step(), Step::Updating);
-    script.state = 0;
-    script.result = 1;
-    script.version = "1.1.10".into();
+    script.installed("1.1.10");
     h.input(TaskInput::Registered(&registration(false)));
     // The Read after the new registration is never answered, twice: a
     // downlink failure, and a retry.
@@ -1101,9 +1096,7 @@ fn a_device_that_upgrades_after_the_timeout_is_a_late_success() {
     assert!(h.task.watching());
     assert!(h.task.poll_timeout().is_some());
     // The device comes back with the new image.
-    script.state = 0;
-    script.result = 1;
-    script.version = "1.1.10".into();
+    script.installed("1.1.10");
     h.requests.clear();
     h.input(TaskInput::Registered(&registration(false)));
     while h.task.watching() {
@@ -1226,9 +1219,7 @@ fn a_device_back_before_the_timeout_is_looked_at_when_the_task_fails() {
     let mut script = Script::default();
     until_execute(&mut h, &mut script);
     h.answer(&script); // Execute: 2.04
-    script.state = 0;
-    script.result = 1;
-    script.version = "1.1.10".into();
+    script.installed("1.1.10");
     h.advance(Duration::from_secs(295));
     h.input(TaskInput::Registered(&registration(false)));
     h.requests.clear(); // the Read is lost
