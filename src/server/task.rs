@@ -1160,11 +1160,7 @@ impl UpgradeTask {
             self.wait_until = Some(now + self.config.step_timeout);
             match self.strategy() {
                 // S5 never reads: observe again, whose answer carries the value.
-                Strategy::ObserveOnly => {
-                    self.observations[Target::State.index()] = NO_ID;
-                    self.observations[Target::Result.index()] = NO_ID;
-                    self.want_observe |= Target::State.bit() | Target::Result.bit();
-                }
+                Strategy::ObserveOnly => self.refresh_state(),
                 // S4 reads only what Sends lack: a device that never sent waits.
                 Strategy::Send if !self.seen_send && self.step != Step::Inspecting => {}
                 _ => self.need_read = true,
