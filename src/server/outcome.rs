@@ -115,13 +115,6 @@ pub enum Failure {
         /// The step.
         step: Step,
     },
-    /// The device showed a State this step cannot explain.
-    UnexpectedState {
-        /// The step.
-        step: Step,
-        /// The State.
-        state: State,
-    },
 }
 
 impl Failure {
@@ -140,9 +133,6 @@ impl Failure {
             Failure::VersionMismatch { .. } => "version-mismatch".into(),
             Failure::Cancelled => "cancelled".into(),
             Failure::DownlinkFailure { step } => format!("downlink-failure-{}", step_name(step)),
-            Failure::UnexpectedState { step, state } => {
-                format!("unexpected-state-{}-{}", state.code(), step_name(step))
-            }
         }
     }
 }
@@ -175,7 +165,6 @@ impl fmt::Display for Failure {
             }
             Failure::Cancelled => f.write_str("cancelled"),
             Failure::DownlinkFailure { step } => write!(f, "request to the device failed while {step}"),
-            Failure::UnexpectedState { step, state } => write!(f, "unexpected state {state:?} while {step}"),
         }
     }
 }
