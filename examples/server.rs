@@ -559,10 +559,8 @@ impl Server {
                         request.id,
                         PushState { task_block: block, total: total_size, wire: block },
                     ),
-                    _ => {}
                 },
                 TaskOutput::Event(event) => self.log_event(device, &event),
-                _ => {}
             }
         }
         // Reported once final: a failed task that watches its device for a

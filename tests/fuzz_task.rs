@@ -267,9 +267,9 @@ pub fn drive(input: &[u8]) {
             }
             _ => {
                 if a % 2 == 0 {
-                    task.cancel(now);
+                    task.cancel(now).unwrap();
                 } else {
-                    task.release_execute(now);
+                    task.release_execute(now).unwrap();
                 }
                 Ok(())
             }

@@ -97,7 +97,6 @@ impl Harness {
             match output {
                 TaskOutput::Request(r) => self.requests.push((r.id, r.kind)),
                 TaskOutput::Event(e) => self.events.push(e),
-                _ => {}
             }
         }
     }
@@ -334,7 +333,7 @@ fn timeouts_cancel_and_held_execute() {
     h.answer(&Script::default());
     h.answer(&Script::default());
     h.answer(&Script::default());
-    h.task.cancel(h.now);
+    h.task.cancel(h.now).unwrap();
     h.drain();
     assert_eq!(h.outcome(), Some(Outcome::Failed(Failure::Cancelled)));
     assert!(h.requests.iter().any(|(_, k)| format!("{k:?}").contains("/5/0/1") && format!("{k:?}").contains("b\"\"")));
@@ -362,7 +361,7 @@ fn timeouts_cancel_and_held_execute() {
     assert_eq!(h.task.step(), Step::HoldingExecute);
     assert!(h.events.contains(&TaskEvent::ExecuteHeld));
     assert!(h.requests.is_empty());
-    h.task.release_execute(h.now);
+    h.task.release_execute(h.now).unwrap();
     h.drain();
     assert!(h.describe().contains("Execute"), "{}", h.describe());
 }
@@ -822,26 +821,6 @@ fn a_read_answer_without_state_is_no_proof_of_delivery() {
     assert!(h.describe().contains("Path(/5/0/1)"), "took a stale report for delivery: {}", h.describe());
 }
 
-#[test]
-fn snapshots_from_before_the_uri_write_counters_still_load() {
-    let mut h = Harness::new(config());
-    h.start();
-    let mut json: serde_json::Value = serde_json::to_value(&h.task).unwrap();
-    let fields = json.as_object_mut().unwrap();
-    // Fields added since the first snapshots were taken.
-    for added in
-        ["uri_writes", "busy_until", "refusal", "execute_sent", "watching", "late_look", "resent", "seen_downloading"]
-    {
-        assert!(fields.remove(added).is_some(), "{added}");
-    }
-    // And one that is gone (a snapshot from before the refusal checks).
-    fields.insert("uri_refused".into(), serde_json::Value::Bool(false));
-    let config = fields.get_mut("config").unwrap().as_object_mut().unwrap();
-    assert!(config.remove("request_timeout").is_some());
-    let restored: UpgradeTask = serde_json::from_value(json).unwrap();
-    assert_eq!(restored.step(), h.task.step());
-}
-
 // ----- Lossy networks and clients that do not de-duplicate (issue 9) -----
 
 /// Drives a push upgrade to its first block and returns that block's id.
@@ -1230,4 +1209,168 @@ fn a_device_back_before_the_timeout_is_looked_at_when_the_task_fails() {
         h.answer(&script);
     }
     assert!(matches!(h.outcome(), Some(Outcome::LateSuccess { .. })), "{:?}", h.outcome());
+}
+
+// ----- Snapshots of format 0 (the flag-based task before issue 10) -----
+
+/// The cases whose format-0 snapshots `tests/data/task_snapshots_v0.json`
+/// holds: the scripted upgrade of the snapshot proptest cut after `cut` steps
+/// under each strategy, push and pull, and tasks caught in the middle of a
+/// look after a refusal, a 5.03 wait, a held Execute and a watch for a late
+/// success.
+fn legacy_cases() -> Vec<(&'static str, usize, bool, usize)> {
+    let mut cases = Vec::new();
+    for strategy in 0..5 {
+        for push in [false, true] {
+            for cut in (0..14).step_by(3) {
+                cases.push(("scripted", strategy, push, cut));
+            }
+        }
+    }
+    for name in ["refused-uri", "refused-execute", "busy", "held", "watching"] {
+        for strategy in 0..5 {
+            cases.push((name, strategy, false, 0));
+        }
+    }
+    cases
+}
+
+/// Drives case `name` to where its snapshot is taken.
+fn legacy_prefix(name: &str, strategy: usize, push: bool, cut: usize) -> (Harness, Script) {
+    let mut c = if name == "busy" { push_config() } else { config() };
+    c.strategy = Strategy::ALL[strategy];
+    if name == "scripted" {
+        c.delivery = if push { Delivery::Push } else { Delivery::Pull };
+    }
+    c.execute_immediately = name != "held";
+    c.timeout = Duration::from_secs(600);
+    let mut h = Harness::new(c);
+    let mut script = Script::default();
+    match name {
+        "refused-uri" | "refused-execute" | "held" | "watching" => {
+            h.start();
+            let wanted = if name == "refused-uri" { "Path(/5/0/1)" } else { "Execute" };
+            for n in 0..40 {
+                let executing = h.requests.last().is_some_and(|(_, kind)| format!("{kind:?}").contains(wanted));
+                if executing || h.task.step() == Step::HoldingExecute || h.outcome().is_some() {
+                    break;
+                }
+                step(&mut h, &mut script, n);
+            }
+            if name.starts_with("refused") {
+                if let Some((id, _)) = h.requests.pop() {
+                    let code = if name == "refused-uri" {
+                        ResponseCode::BAD_REQUEST
+                    } else {
+                        ResponseCode::METHOD_NOT_ALLOWED
+                    };
+                    h.input(TaskInput::Response { id, code, format: None, payload: &[] });
+                }
+            }
+            if name == "watching" {
+                h.requests.clear();
+                h.advance(Duration::from_secs(601));
+            }
+        }
+        "busy" => {
+            h.start();
+            for n in 0..40 {
+                if matches!(h.requests.last(), Some((_, RequestKind::PackageBlock { .. }))) || h.outcome().is_some() {
+                    break;
+                }
+                step(&mut h, &mut script, n);
+            }
+            if let Some((id, _)) = h.requests.pop() {
+                h.input(TaskInput::ServiceUnavailable { id, max_age: Some(Duration::from_secs(5)) });
+            }
+        }
+        _ => {
+            h.start();
+            for n in 0..cut {
+                if h.outcome().is_some() {
+                    break;
+                }
+                step(&mut h, &mut script, n);
+            }
+        }
+    }
+    (h, script)
+}
+
+/// Continues a case to its end; returns what it did: the requests after each
+/// step, the events, the outcome.
+fn legacy_continue(h: &mut Harness, script: &mut Script) -> String {
+    h.events.clear();
+    let mut trace = String::new();
+    for n in 0..60 {
+        if h.outcome().is_some() && !h.task.watching() {
+            break;
+        }
+        if h.requests.is_empty() && h.task.watching() {
+            script.installed("1.1.10");
+        }
+        step(h, script, n);
+        trace.push_str(&format!("{:?}\n", h.requests));
+    }
+    format!("{trace}{:?}\n{:?}", h.events, h.outcome())
+}
+
+/// Snapshots taken by the flag-based task (format 0, `92f5d9c`) restore into
+/// the transition-table task, which continues exactly as the old one did:
+/// the same requests after each step, the same events, the same outcome.
+#[test]
+fn format_0_snapshots_restore_and_continue_as_the_old_task_did() {
+    let data =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/task_snapshots_v0.json")).unwrap();
+    let recorded: Vec<serde_json::Value> = serde_json::from_str(&data).unwrap();
+    let cases = legacy_cases();
+    assert_eq!(recorded.len(), cases.len());
+    for (case, (name, strategy, push, cut)) in recorded.iter().zip(cases) {
+        assert_eq!((case["name"].as_str(), case["cut"].as_u64()), (Some(name), Some(cut as u64)));
+        assert!(case["snapshot"].get("format").is_none(), "format 0 has no number");
+        let (mut h, mut script) = legacy_prefix(name, strategy, push, cut);
+        let restored: UpgradeTask = serde_json::from_value(case["snapshot"].clone()).unwrap();
+        assert_eq!(
+            format!("{:?}", restored.step()),
+            case["snapshot"]["step"].as_str().unwrap(),
+            "{name} {strategy} {push} {cut}"
+        );
+        // The new task, driven the same way, is where the old one was.
+        assert_eq!(restored, h.task, "{name} {strategy} {push} {cut}");
+        h.task = restored;
+        let trace = legacy_continue(&mut h, &mut script);
+        assert_eq!(trace, case["trace"].as_str().unwrap(), "{name} {strategy} {push} {cut}");
+    }
+}
+
+#[test]
+fn snapshots_carry_their_format_and_older_format_0_fields_are_optional() {
+    let mut h = Harness::new(config());
+    h.start();
+    let json = serde_json::to_value(&h.task).unwrap();
+    assert_eq!(json["format"], 1);
+    // A format this version does not know is refused with a reason.
+    let mut future = json.clone();
+    future["format"] = 2.into();
+    let error = serde_json::from_value::<UpgradeTask>(future).unwrap_err().to_string();
+    assert!(error.contains("format 2"), "{error}");
+    // Format 0 as its first snapshots were: without the fields added over its
+    // life, with one that is gone.
+    let data =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/task_snapshots_v0.json")).unwrap();
+    let recorded: Vec<serde_json::Value> = serde_json::from_str(&data).unwrap();
+    let mut old = recorded[0]["snapshot"].clone();
+    let fields = old.as_object_mut().unwrap();
+    for added in
+        ["uri_writes", "busy_until", "refusal", "execute_sent", "watching", "late_look", "resent", "seen_downloading"]
+    {
+        assert!(fields.remove(added).is_some(), "{added}");
+    }
+    fields.insert("uri_refused".into(), serde_json::Value::Bool(false));
+    let config = fields.get_mut("config").unwrap().as_object_mut().unwrap();
+    assert!(config.remove("request_timeout").is_some());
+    let restored: UpgradeTask = serde_json::from_value(old).unwrap();
+    assert_eq!(restored.step(), Step::Inspecting);
+    // Not a task at all.
+    assert!(serde_json::from_str::<UpgradeTask>("{\"step\": 1}").is_err());
 }

@@ -422,7 +422,8 @@ impl UpgradeTask {
     // ----- outputs -----
 
     fn reachable(&self) -> bool {
-        self.link.registered && (!self.link.queue_mode || self.timers.get(Timer::Window).is_some_and(|at| self.last_now < at))
+        self.link.registered
+            && (!self.link.queue_mode || self.timers.get(Timer::Window).is_some_and(|at| self.last_now < at))
     }
 
     /// The next event to report or request to send. Events come first; at most

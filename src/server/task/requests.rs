@@ -146,8 +146,9 @@ pub(super) fn request_for(
     original_lifetime: u32,
     server_instance: u16,
 ) -> RequestKind {
-    let write =
-        |path: Path, payload: Bytes| RequestKind::Operation(Operation::Write { path, format: ContentFormat::Text, payload });
+    let write = |path: Path, payload: Bytes| {
+        RequestKind::Operation(Operation::Write { path, format: ContentFormat::Text, payload })
+    };
     match action {
         Action::ReadFirmware => RequestKind::Operation(Operation::Read { path: Path::instance(5, 0), accept: None }),
         Action::ReadVersion => RequestKind::Operation(Operation::Read { path: Path::resource(3, 0, 3), accept: None }),

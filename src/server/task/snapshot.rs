@@ -233,7 +233,11 @@ impl Legacy {
         if self.busy_until > Instant::ZERO {
             timers.set(Timer::Busy, self.busy_until);
         }
-        timers.set(Timer::Window, self.awake_until + core::time::Duration::from_millis(1));
+        // A window already closed is as good as one whose timer fired.
+        let closes = self.awake_until + core::time::Duration::from_millis(1);
+        if closes > self.last_now {
+            timers.set(Timer::Window, closes);
+        }
         let lifetime = match (self.lifetime_extended, self.lifetime_restored) {
             (true, true) => Lifetime::Restored,
             (true, false) => Lifetime::Extended,

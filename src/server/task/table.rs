@@ -434,11 +434,17 @@ impl UpgradeTask {
                 self.fail(now, Failure::Rejected { step, code });
             }
             // U2 push: the device holds one more block.
-            (P::Pushing { restarts, .. }, E::Answer { action: Action::PushBlock(number), code: ResponseCode::CONTINUE, .. }) => {
+            (
+                P::Pushing { restarts, .. },
+                E::Answer { action: Action::PushBlock(number), code: ResponseCode::CONTINUE, .. },
+            ) => {
                 let next_block = number + 1;
                 self.phase = P::Pushing { next_block, restarts, look: None };
                 let total = self.config.image_size;
-                self.events.push_back(TaskEvent::PushProgress { bytes: requests::pushed_bytes(&self.config, next_block), total });
+                self.events.push_back(TaskEvent::PushProgress {
+                    bytes: requests::pushed_bytes(&self.config, next_block),
+                    total,
+                });
             }
             // U2 push: the last block; the device is Downloaded (T3).
             (P::Pushing { .. }, E::Answer { action: Action::PushBlock(number), code: ResponseCode::CHANGED, .. }) => {
@@ -550,7 +556,6 @@ impl UpgradeTask {
             (_, E::Timer(Timer::Busy | Timer::Window)) => {}
 
             // ----- settling: exit conditions -----
-
             (P::Inspecting, E::Check) => {
                 if self.needs_inspection() || self.known.state == Some(State::Updating) {
                     // Still learning, or an earlier process is installing: wait for it to end.
@@ -601,7 +606,11 @@ impl UpgradeTask {
             }
             // S2, S3, S5: all observations in place.
             (P::Observing, E::Check) if self.observations.wanted & !self.observations.observed() == 0 => {
-                let next = if self.attempt.push { P::Pushing { next_block: 0, restarts: 0, look: None } } else { P::WritingUri { look: None } };
+                let next = if self.attempt.push {
+                    P::Pushing { next_block: 0, restarts: 0, look: None }
+                } else {
+                    P::WritingUri { look: None }
+                };
                 self.enter(now, next);
             }
             // The last block's answer may be lost (CoAP still resends it)
@@ -609,7 +618,9 @@ impl UpgradeTask {
             // the answer.
             (P::Pushing { .. }, E::Check)
                 if self.known.state == Some(State::Downloaded)
-                    && self.in_flight.is_some_and(|f| f.action == Action::PushBlock(requests::last_block(&self.config))) =>
+                    && self
+                        .in_flight
+                        .is_some_and(|f| f.action == Action::PushBlock(requests::last_block(&self.config))) =>
             {
                 self.take_in_flight();
                 self.push_complete(now, requests::last_block(&self.config));
@@ -998,8 +1009,7 @@ impl UpgradeTask {
             }
             // The look of a watch for a late success: State and Update
             // Result, then the version of an Idle device with Update Result 1.
-            let finished =
-                self.known.state == Some(State::Idle) && self.known.result == Some(UpdateResult::Success);
+            let finished = self.known.state == Some(State::Idle) && self.known.result == Some(UpdateResult::Success);
             let version = finished && self.config.target_version.is_some() && self.known.version.is_none();
             return if reads {
                 if self.attempt.read_owed { Some(Action::ReadFirmware) } else { version.then_some(Action::ReadVersion) }
@@ -1013,7 +1023,11 @@ impl UpgradeTask {
         if self.phase.look().is_some() {
             // The look after a refusal: a Read, or under S5 new observations,
             // whose first answers carry the values.
-            return if reads { self.attempt.read_owed.then_some(Action::ReadFirmware) } else { observe(STATE_AND_RESULT) };
+            return if reads {
+                self.attempt.read_owed.then_some(Action::ReadFirmware)
+            } else {
+                observe(STATE_AND_RESULT)
+            };
         }
         match self.phase {
             Phase::Inspecting => {
