@@ -161,11 +161,21 @@ impl UpgradeTask {
     pub(super) fn on(&mut self, now: Instant, event: Event<'_>) {
         let from_device = !matches!(event, Event::Timer(_));
         self.transition(now, event);
+        // Debug builds (the tests, the fuzzer) turn a livelock into a failure:
+        // no phase sequence settles in more moves than there are steps, plus
+        // the retries.
+        #[cfg(debug_assertions)]
+        let mut moves = 0u32;
         loop {
             let before = self.phase.step();
             self.transition(now, Event::Check);
             if self.phase.step() == before {
                 break;
+            }
+            #[cfg(debug_assertions)]
+            {
+                moves += 1;
+                debug_assert!(moves <= 16 + self.config.retry.max_attempts, "settling does not end: {:?}", self.phase);
             }
         }
         if from_device {
@@ -1103,3 +1113,7 @@ impl UpgradeTask {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "table_tests.rs"]
+mod tests;
