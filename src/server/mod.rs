@@ -18,7 +18,7 @@
 //! };
 //! let now = Instant::from_millis(0);
 //! task.handle(now, TaskInput::Registered(&registration)).unwrap();
-//! task.start(now).unwrap();
+//! task.handle(now, TaskInput::Start).unwrap();
 //! // The first request reads /5/0 (strategy S1, reads).
 //! let request = std::iter::from_fn(|| task.poll_output())
 //!     .find_map(|o| match o { TaskOutput::Request(r) => Some(r), _ => None })
