@@ -220,7 +220,7 @@ impl UpgradeTask {
             // U12: released early, the Execute will not be held.
             (_, E::ReleaseExecute) => self.attempt.released = true,
 
-            // ----- the device's registration (U4, U5, U7, U11) -----
+            // ----- the device's registration (S1 reads on uplinks, U7, U11) -----
             (_, E::Registered { dropped }) => {
                 match dropped {
                     // The device registered again after an Execute: it went
@@ -229,7 +229,7 @@ impl UpgradeTask {
                     Some(Action::Execute) if step != Step::Finished => self.execute_unanswered(now),
                     // Observations are established again with the new registration.
                     Some(Action::Observe(_)) | None => {}
-                    // Anything else is simply asked again (a push at the same block).
+                    // Anything else is simply asked again (B10: a push at the same block).
                     Some(action) => self.resume_action(action),
                 }
                 self.uplink(now);
@@ -443,7 +443,7 @@ impl UpgradeTask {
                 self.attempt.read_owed = true;
                 self.fail(now, Failure::Rejected { step, code });
             }
-            // U2 push: the device holds one more block.
+            // U2 push, B10: the device holds one more block.
             (
                 P::Pushing { restarts, .. },
                 E::Answer { action: Action::PushBlock(number), code: ResponseCode::CONTINUE, .. },
@@ -460,7 +460,7 @@ impl UpgradeTask {
             (P::Pushing { .. }, E::Answer { action: Action::PushBlock(number), code: ResponseCode::CHANGED, .. }) => {
                 self.push_complete(now, number)
             }
-            // The device lost the transfer (e.g. rebooted): start over, three times at most.
+            // B10: the device lost the transfer (e.g. rebooted): start over, three times at most.
             (
                 P::Pushing { restarts, .. },
                 E::Answer { action: Action::PushBlock(_), code: ResponseCode::REQUEST_ENTITY_INCOMPLETE, .. },
@@ -470,7 +470,7 @@ impl UpgradeTask {
                 P::Pushing { .. },
                 E::Answer { action: Action::PushBlock(_), code: ResponseCode::REQUEST_ENTITY_TOO_LARGE, .. },
             ) => self.fail(now, Failure::UpdateResult(UpdateResult::NotEnoughFlash)),
-            // A second copy of the block may be what the device refused: look first.
+            // B10: a second copy of the block may be what the device refused: look first.
             (P::Pushing { restarts, .. }, E::Answer { action: Action::PushBlock(number), code, .. })
                 if ambiguous(code) && self.attempt.refused != Some(Action::PushBlock(number)) =>
             {
