@@ -325,7 +325,8 @@ impl UpgradeTask {
                         }
                         _ => None,
                     };
-                    Event::Answer { id, action, code, facts }
+                    self.on(now, Event::Answer { id, action, code, facts: facts.as_ref() });
+                    return Ok(());
                 }
             }
             TaskInput::ServiceUnavailable { id, max_age } => {
@@ -340,16 +341,20 @@ impl UpgradeTask {
                     return Ok(());
                 }
                 let Some(lost) = self.take_in_flight() else { return Ok(()) };
-                Event::Lost { action: lost.action }
+                Event::Lost { action: lost.action, unanswered: false }
             }
             TaskInput::Notification { observation, format, payload } => {
                 self.awake(now);
                 let Some(target) = self.observations.target_of(observation) else { return Ok(()) };
-                Event::Notification { facts: facts::decode(format, &target.path(), payload) }
+                let facts = facts::decode(format, &target.path(), payload);
+                self.on(now, Event::Notification { facts: facts.as_ref() });
+                return Ok(());
             }
             TaskInput::Send { format, payload } => {
                 self.history.seen_send = true;
-                Event::Send { facts: facts::decode(format, &crate::model::Path::ROOT, payload) }
+                let facts = facts::decode(format, &crate::model::Path::ROOT, payload);
+                self.on(now, Event::Send { facts: facts.as_ref() });
+                return Ok(());
             }
         };
         self.on(now, event);
@@ -393,10 +398,19 @@ impl UpgradeTask {
         self.tick(now)?;
         for timer in Timer::ALL {
             // Checked one by one: a timer that fires may stop or move the next.
-            if self.timers.is_due(timer, now) {
-                self.timers.stop(timer);
-                self.on(now, Event::Timer(timer));
+            if !self.timers.is_due(timer, now) {
+                continue;
             }
+            self.timers.stop(timer);
+            let event = match timer {
+                // The transport never answered, and CoAP has given up on it by now.
+                Timer::Request => match self.in_flight.take() {
+                    Some(lost) => Event::Lost { action: lost.action, unanswered: true },
+                    None => continue,
+                },
+                timer => Event::Timer(timer),
+            };
+            self.on(now, event);
         }
         Ok(())
     }
@@ -438,7 +452,7 @@ impl UpgradeTask {
         if matches!(self.phase, Phase::Finished { .. }) && self.events.capacity() > 0 {
             self.events = VecDeque::new();
         }
-        if self.in_flight.is_some() || !self.reachable() || self.phase == Phase::NotStarted {
+        if self.in_flight.is_some() || !self.reachable() || matches!(self.phase, Phase::NotStarted) {
             return None;
         }
         // 5.03: the device asked to wait.

@@ -24,9 +24,12 @@ use crate::server::outcome::{Failure, Outcome, Step, TaskEvent};
 /// RFC 7252 §5.10.5: Max-Age when a response does not carry it.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(60);
 
-/// Where the upgrade stands, with the data only that phase needs.
+/// Where the upgrade stands, with the data only that phase needs. (`u8`
+/// tags: the phase is read on every input, and a plain tag reads in one load
+/// where niche-packed variants took several compares.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[repr(u8)]
 pub(super) enum Phase {
     NotStarted,
     WaitingForDevice,
@@ -136,15 +139,16 @@ pub(super) enum Event<'a> {
     /// A Registration Update.
     RegistrationUpdated,
     /// The answer to the request in flight.
-    Answer { id: RequestId, action: Action, code: ResponseCode, facts: Option<Facts<'a>> },
+    Answer { id: RequestId, action: Action, code: ResponseCode, facts: Option<&'a Facts<'a>> },
     /// 5.03 to the request in flight.
     Busy { action: Action, max_age: Option<Duration> },
-    /// The request in flight was lost (transport failure, or never answered).
-    Lost { action: Action },
+    /// The request in flight was lost: CoAP gave up on it (a transport
+    /// failure), or it was never answered ([`Timer::Request`]).
+    Lost { action: Action, unanswered: bool },
     /// A notification of an observation the task holds.
-    Notification { facts: Option<Facts<'a>> },
+    Notification { facts: Option<&'a Facts<'a>> },
     /// An LwM2M Send.
-    Send { facts: Option<Facts<'a>> },
+    Send { facts: Option<&'a Facts<'a>> },
     /// A deadline.
     Timer(Timer),
     /// Settling: does the phase's exit condition hold now?
@@ -167,9 +171,9 @@ impl UpgradeTask {
         #[cfg(debug_assertions)]
         let mut moves = 0u32;
         loop {
-            let before = self.phase.step();
+            let before = core::mem::discriminant(&self.phase);
             self.transition(now, Event::Check);
-            if self.phase.step() == before {
+            if core::mem::discriminant(&self.phase) == before {
                 break;
             }
             #[cfg(debug_assertions)]
@@ -183,13 +187,39 @@ impl UpgradeTask {
         }
     }
 
-    /// The transition table.
+    /// The transition table. Inlined into [`on`](Self::on), where the
+    /// settling calls it with [`Event::Check`] alone: the compiler then keeps
+    /// only the exit-condition arms for that call.
+    #[inline(always)]
     fn transition(&mut self, now: Instant, event: Event<'_>) {
         use Event as E;
         use Phase as P;
-        let step = self.phase.step();
-        let reads = self.strategy().reads();
+        // The step the event arrives in (for failures' reasons); computed
+        // only by the arms that need it.
+        let step = |task: &UpgradeTask| task.phase.step();
+        // (The first arm matches any phase: the dispatch tests the event first.)
         match (self.phase, event) {
+            // ----- reports (S2–S5) -----
+
+            // S4: a Send is an uplink; CoAP may deliver it late, so it never
+            // proves a lost download.
+            (_, E::Send { facts }) => {
+                self.uplink(now);
+                if let Some(facts) = facts {
+                    self.learn(facts);
+                }
+            }
+            // S2, S3, S5: notifications of one observation come in order
+            // (RFC 7641). A device seen Downloading that shows Idle with
+            // Update Result 0 while the task waits for its download has lost
+            // it: the URI is written again.
+            (_, E::Notification { facts, .. }) => {
+                let state = facts.and_then(|facts| self.learn(facts));
+                if self.uri_lost(state) {
+                    self.enter(now, P::WritingUri { look: None });
+                }
+            }
+
             // ----- operator commands -----
 
             // U1: the timeout runs from the start. U6: the server's cached
@@ -226,7 +256,7 @@ impl UpgradeTask {
                     // The device registered again after an Execute: it went
                     // down to install, so the Execute is taken as delivered
                     // (and sent again only if the device still shows Downloaded).
-                    Some(Action::Execute) if step != Step::Finished => self.execute_unanswered(now),
+                    Some(Action::Execute) if step(self) != Step::Finished => self.execute_unanswered(now),
                     // Observations are established again with the new registration.
                     Some(Action::Observe(_)) | None => {}
                     // Anything else is simply asked again (B10: a push at the same block).
@@ -234,34 +264,13 @@ impl UpgradeTask {
                 }
                 self.uplink(now);
                 self.late_look_on_uplink();
-                if self.phase == P::WaitingForDevice {
+                if matches!(self.phase, P::WaitingForDevice) {
                     self.enter(now, P::Inspecting);
                 }
             }
             (_, E::RegistrationUpdated) => {
                 self.uplink(now);
                 self.late_look_on_uplink();
-            }
-
-            // ----- reports (S2–S5) -----
-
-            // S4: a Send is an uplink; CoAP may deliver it late, so it never
-            // proves a lost download.
-            (_, E::Send { facts }) => {
-                self.uplink(now);
-                if let Some(facts) = facts {
-                    self.learn(&facts);
-                }
-            }
-            // S2, S3, S5: notifications of one observation come in order
-            // (RFC 7641). A device seen Downloading that shows Idle with
-            // Update Result 0 while the task waits for its download has lost
-            // it: the URI is written again.
-            (_, E::Notification { facts, .. }) => {
-                let state = facts.and_then(|facts| self.learn(&facts));
-                if self.uri_lost(state) {
-                    self.enter(now, P::WritingUri { look: None });
-                }
             }
 
             // ----- answers -----
@@ -282,7 +291,7 @@ impl UpgradeTask {
             }
             // A look refused (4.05 to Observe under S2, say): the strategy cannot work.
             (_, E::Answer { action, code, .. }) if action.looks() && code != ResponseCode::CONTENT => {
-                self.fail(now, Failure::Rejected { step, code });
+                self.fail(now, Failure::Rejected { step: step(self), code });
             }
             // The look after an ambiguous refusal: complete with the Read's
             // answer, or under S5 with both new observations' first answers.
@@ -291,16 +300,16 @@ impl UpgradeTask {
                 if let Action::Observe(target) = action {
                     self.observations.established(target, id);
                 }
-                let seen = facts.and_then(|facts| self.learn(&facts)).or(look.seen);
+                let seen = facts.and_then(|facts| self.learn(facts)).or(look.seen);
                 let complete = match action {
                     Action::ReadFirmware => true,
                     Action::Observe(Target::State | Target::Result) => {
-                        !reads && self.observations.observed() & STATE_AND_RESULT == STATE_AND_RESULT
+                        !self.strategy().reads() && self.observations.observed() & STATE_AND_RESULT == STATE_AND_RESULT
                     }
                     _ => false,
                 };
                 let look = Look { code: look.code, seen };
-                let reject = Failure::Rejected { step, code: look.code };
+                let reject = Failure::Rejected { step: step(self), code: look.code };
                 match (phase, complete) {
                     (P::WritingUri { .. }, false) => self.phase = P::WritingUri { look: Some(look) },
                     (P::Executing { .. }, false) => self.phase = P::Executing { look: Some(look) },
@@ -387,7 +396,7 @@ impl UpgradeTask {
                 if let Action::Observe(target) = action {
                     self.observations.established(target, id);
                 }
-                let state = facts.and_then(|facts| self.learn(&facts));
+                let state = facts.and_then(|facts| self.learn(facts));
                 let of_state = matches!(action, Action::ReadFirmware | Action::Observe(Target::State));
                 if matches!(action, Action::ReadFirmware | Action::Observe(Target::State | Target::Instance))
                     && self.uri_lost(state)
@@ -395,7 +404,7 @@ impl UpgradeTask {
                     self.enter(now, P::WritingUri { look: None });
                 } else if of_state
                     && matches!(state, Some(State::Downloading | State::Downloaded))
-                    && self.phase == (P::WritingUri { look: None })
+                    && matches!(self.phase, P::WritingUri { look: None })
                     && !self.attempt.push
                     && self.history.uri_writes > 0
                 {
@@ -419,7 +428,7 @@ impl UpgradeTask {
                 self.known.state = Some(State::Updating);
             }
             (P::Resetting, E::Answer { action: Action::Reset, code, .. }) => {
-                self.fail(now, Failure::Rejected { step, code })
+                self.fail(now, Failure::Rejected { step: step(self), code })
             }
             // U11: best effort, whatever the answer.
             (_, E::Answer { action: Action::WriteLifetime, .. }) => self.link.lifetime = Lifetime::Extended,
@@ -441,7 +450,7 @@ impl UpgradeTask {
             // Anjay answers 4.00 with Update Result 9 for an unsupported scheme.
             (P::WritingUri { .. }, E::Answer { action: Action::WriteUri, code, .. }) => {
                 self.attempt.read_owed = true;
-                self.fail(now, Failure::Rejected { step, code });
+                self.fail(now, Failure::Rejected { step: step(self), code });
             }
             // U2 push, B10: the device holds one more block.
             (
@@ -478,7 +487,7 @@ impl UpgradeTask {
                 self.phase = P::Pushing { next_block: number, restarts, look: Some(Look { code, seen: None }) };
             }
             (P::Pushing { .. }, E::Answer { action: Action::PushBlock(_), code, .. }) => {
-                self.fail(now, Failure::Rejected { step, code })
+                self.fail(now, Failure::Rejected { step: step(self), code })
             }
             // T7: the device installs.
             (P::Executing { .. }, E::Answer { action: Action::Execute, code: ResponseCode::CHANGED, .. }) => {
@@ -497,7 +506,7 @@ impl UpgradeTask {
                 self.phase = P::Executing { look: Some(Look { code, seen: None }) };
             }
             (P::Executing { .. }, E::Answer { action: Action::Execute, code, .. }) => {
-                self.fail(now, Failure::Rejected { step, code })
+                self.fail(now, Failure::Rejected { step: step(self), code })
             }
             // An answer to a request of another phase (nothing in flight
             // outlives its phase but a look): nothing to do.
@@ -505,16 +514,19 @@ impl UpgradeTask {
 
             // ----- lost exchanges (U7) -----
 
+            // A look of the watch went unanswered: forgotten.
+            (P::Finished { .. }, E::Lost { unanswered: true, .. }) => {}
+
             // U11 is best effort: the upgrade does not depend on it.
-            (_, E::Lost { action: Action::WriteLifetime | Action::RestoreLifetime }) => {
+            (_, E::Lost { action: Action::WriteLifetime | Action::RestoreLifetime, .. }) => {
                 self.link.lifetime = Lifetime::Extended
             }
             // The Execute may have arrived and the answer been lost as the
             // device went down to install: watch what it does next.
-            (P::Finished { .. }, E::Lost { action: Action::Execute }) => {}
-            (_, E::Lost { action: Action::Execute }) => self.execute_unanswered(now),
+            (P::Finished { .. }, E::Lost { action: Action::Execute, .. }) => {}
+            (_, E::Lost { action: Action::Execute, .. }) => self.execute_unanswered(now),
             // U7: the same action at the device's next uplink.
-            (_, E::Lost { action }) if self.config.resume_after_downlink_failure => {
+            (_, E::Lost { action, .. }) if self.config.resume_after_downlink_failure => {
                 self.resume = Some(action);
                 self.timers.set(Timer::Window, now + Duration::from_millis(1));
                 if let Action::Observe(target) = action {
@@ -524,12 +536,12 @@ impl UpgradeTask {
             // One lost exchange (0.16 % of them at 15 % loss each way) is no
             // reason to start the attempt over: the same request goes once
             // more at once (a push at the same block).
-            (_, E::Lost { action }) if !self.link.lost_one => {
+            (_, E::Lost { action, .. }) if !self.link.lost_one => {
                 self.link.lost_one = true;
                 self.resume_action(action);
             }
             // Two in a row are a downlink failure.
-            (_, E::Lost { .. }) => self.fail(now, Failure::DownlinkFailure { step }),
+            (_, E::Lost { .. }) => self.fail(now, Failure::DownlinkFailure { step: step(self) }),
 
             // ----- deadlines -----
 
@@ -537,20 +549,14 @@ impl UpgradeTask {
             (P::Finished { reset_owed, watch: Some(_) }, E::Timer(Timer::Upgrade)) => {
                 self.phase = P::Finished { reset_owed, watch: None }
             }
-            // A look of the watch went unanswered.
-            (P::Finished { .. }, E::Timer(Timer::Request)) => self.in_flight = None,
             (P::Finished { .. } | P::NotStarted, E::Timer(_)) => {}
             // U1.
             (_, E::Timer(Timer::Upgrade)) => {
                 let no_send_received = self.strategy() == Strategy::Send && !self.history.seen_send;
-                self.end_failed(now, Failure::Timeout { step, no_send_received });
+                self.end_failed(now, Failure::Timeout { step: step(self), no_send_received });
             }
-            // The transport never answered, and CoAP has given up on it by now.
-            (_, E::Timer(Timer::Request)) => {
-                if let Some(in_flight) = self.in_flight.take() {
-                    self.transition(now, E::Lost { action: in_flight.action });
-                }
-            }
+            // The request timer is taken as the request lost (`Event::Lost`).
+            (_, E::Timer(Timer::Request)) => {}
             // B7: the device said nothing for a step timeout.
             (_, E::Timer(Timer::Step)) => {
                 self.timers.set(Timer::Step, now + self.config.step_timeout);
@@ -558,7 +564,7 @@ impl UpgradeTask {
                     // S5 never reads: observe again, whose answer carries the value.
                     Strategy::ObserveOnly => self.refresh_state(),
                     // S4 reads only what Sends lack: a device that never sent waits.
-                    Strategy::Send if !self.history.seen_send && step != Step::Inspecting => {}
+                    Strategy::Send if !self.history.seen_send && step(self) != Step::Inspecting => {}
                     _ => self.attempt.read_owed = true,
                 }
             }
@@ -866,7 +872,7 @@ impl UpgradeTask {
                 false
             }
             Some(State::Idle)
-                if self.phase == Phase::Downloading
+                if matches!(self.phase, Phase::Downloading)
                     && !self.attempt.push
                     && self.attempt.seen_downloading
                     && self.known.result == Some(UpdateResult::Initial) =>
@@ -1066,7 +1072,7 @@ impl UpgradeTask {
             Phase::Executing { .. } => Some(Action::Execute),
             Phase::Downloading | Phase::Updating { .. } => {
                 // U11 again after a re-registration mid-download.
-                if self.phase == Phase::Downloading
+                if matches!(self.phase, Phase::Downloading)
                     && self.config.extend_lifetime
                     && self.link.lifetime == Lifetime::Original
                 {

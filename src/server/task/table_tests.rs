@@ -47,8 +47,13 @@ fn reads(phase: Phase) -> UpgradeTask {
     task_in(config(Strategy::Reads), phase, State::Idle, UpdateResult::Initial)
 }
 
-fn facts(state: State, result: UpdateResult) -> Option<Facts<'static>> {
-    Some(Facts { state: Some(state), result: Some(result), ..Facts::default() })
+/// What a payload said (leaked: a test's facts live as long as it does).
+fn facts(state: State, result: UpdateResult) -> Option<&'static Facts<'static>> {
+    Some(alloc::boxed::Box::leak(alloc::boxed::Box::new(Facts {
+        state: Some(state),
+        result: Some(result),
+        ..Facts::default()
+    })))
 }
 
 fn answer(task: &mut UpgradeTask, action: Action, code: ResponseCode) {
@@ -346,7 +351,12 @@ fn under_s5_the_look_completes_with_both_observations() {
     let state = Some(Facts { state: Some(State::Downloading), ..Facts::default() });
     task.on(
         T0,
-        Event::Answer { id: 7, action: Action::Observe(Target::State), code: ResponseCode::CONTENT, facts: state },
+        Event::Answer {
+            id: 7,
+            action: Action::Observe(Target::State),
+            code: ResponseCode::CONTENT,
+            facts: state.as_ref(),
+        },
     );
     assert_eq!(
         task.phase,
@@ -356,7 +366,12 @@ fn under_s5_the_look_completes_with_both_observations() {
     let result = Some(Facts { result: Some(UpdateResult::Initial), ..Facts::default() });
     task.on(
         T0,
-        Event::Answer { id: 8, action: Action::Observe(Target::Result), code: ResponseCode::CONTENT, facts: result },
+        Event::Answer {
+            id: 8,
+            action: Action::Observe(Target::Result),
+            code: ResponseCode::CONTENT,
+            facts: result.as_ref(),
+        },
     );
     assert_eq!(task.phase, Phase::Downloading, "the State the look itself saw decides");
 }
@@ -485,29 +500,29 @@ fn an_answer_to_another_phase_is_stale() {
 fn lost_exchanges() {
     let mut lifetime = reads(Phase::ExtendingLifetime);
     lifetime.link.lifetime = Lifetime::Original;
-    lifetime.on(T0, Event::Lost { action: Action::WriteLifetime });
+    lifetime.on(T0, Event::Lost { action: Action::WriteLifetime, unanswered: false });
     assert_eq!(lifetime.link.lifetime, Lifetime::Extended);
     let mut execute = reads(Phase::Executing { look: NO_LOOK });
-    execute.on(T0, Event::Lost { action: Action::Execute });
+    execute.on(T0, Event::Lost { action: Action::Execute, unanswered: false });
     assert_eq!(execute.phase, Phase::Updating { unconfirmed: true });
     // Lost once: sent again; twice in a row: a downlink failure (retried).
     let mut uri = reads(Phase::WritingUri { look: NO_LOOK });
-    uri.on(T0, Event::Lost { action: Action::WriteUri });
+    uri.on(T0, Event::Lost { action: Action::WriteUri, unanswered: false });
     assert_eq!((uri.outcome(), uri.wanted()), (None, Some(Action::WriteUri)));
-    uri.on(T0, Event::Lost { action: Action::WriteUri });
+    uri.on(T0, Event::Lost { action: Action::WriteUri, unanswered: false });
     assert_eq!(uri.attempt.number, 2);
     let mut c = config(Strategy::Reads);
     c.retry = RetryPolicy::NONE;
     let mut once = task_in(c, Phase::WritingUri { look: NO_LOOK }, State::Idle, UpdateResult::Initial);
     once.link.lost_one = true;
-    once.on(T0, Event::Lost { action: Action::WriteUri });
+    once.on(T0, Event::Lost { action: Action::WriteUri, unanswered: false });
     assert_eq!(failed(&once), Some(Failure::DownlinkFailure { step: Step::WritingUri }));
     // U7: resumed at the next uplink.
     let mut c = config(Strategy::ObserveOnly);
     c.resume_after_downlink_failure = true;
     let mut resume = task_in(c, Phase::Observing, State::Idle, UpdateResult::Initial);
     resume.observations.wanted = Target::State.bit();
-    resume.on(secs(3), Event::Lost { action: Action::Observe(Target::State) });
+    resume.on(secs(3), Event::Lost { action: Action::Observe(Target::State), unanswered: false });
     assert_eq!((resume.resume, resume.observations.wanted), (Some(Action::Observe(Target::State)), 0));
     assert_eq!(resume.timers.get(Timer::Window), Some(Instant::from_millis(3001)));
 }
@@ -539,12 +554,20 @@ fn the_upgrade_timeout_fails_and_ends_a_watch() {
 fn an_unanswered_request_is_lost_and_a_watch_forgets_it() {
     let mut task = reads(Phase::WritingUri { look: NO_LOOK });
     task.in_flight = Some(InFlight { id: 4, action: Action::WriteUri });
-    task.on(secs(93), Event::Timer(Timer::Request));
+    task.timers.set(Timer::Request, secs(93));
+    task.handle_timeout(secs(93)).unwrap();
     assert_eq!((task.in_flight, task.link.lost_one), (None, true));
-    let mut finished = reads(Phase::Finished { reset_owed: false, watch: Some(Watch { look: true }) });
+    let watch = Phase::Finished { reset_owed: false, watch: Some(Watch { look: true }) };
+    let mut finished = reads(watch);
     finished.in_flight = Some(InFlight { id: 4, action: Action::ReadFirmware });
-    finished.on(secs(93), Event::Timer(Timer::Request));
+    finished.timers.set(Timer::Request, secs(93));
+    finished.handle_timeout(secs(93)).unwrap();
     assert_eq!((finished.in_flight, finished.link.lost_one), (None, false));
+    // A look of the watch that CoAP gave up on goes once more.
+    let mut lost = reads(watch);
+    lost.link.lifetime = Lifetime::Restored;
+    lost.on(secs(93), Event::Lost { action: Action::ReadFirmware, unanswered: false });
+    assert_eq!((lost.link.lost_one, lost.wanted()), (true, Some(Action::ReadFirmware)));
 }
 
 #[test]
@@ -710,29 +733,16 @@ fn a_late_success_needs_idle_result_1_and_the_target() {
     let mut task = reads(Phase::Updating { unconfirmed: false });
     task.history.execute_sent = true;
     task.on(secs(1200), Event::Timer(Timer::Upgrade));
-    task.on(
-        secs(1300),
-        Event::Send {
-            facts: Some(Facts {
-                state: Some(State::Idle),
-                result: Some(UpdateResult::Success),
-                version: Some("1.0".into()),
-                ..Facts::default()
-            }),
-        },
-    );
+    let other = Facts {
+        state: Some(State::Idle),
+        result: Some(UpdateResult::Success),
+        version: Some("1.0".into()),
+        ..Facts::default()
+    };
+    task.on(secs(1300), Event::Send { facts: Some(&other) });
     assert!(task.watching(), "another version is no success");
-    task.on(
-        secs(1300),
-        Event::Send {
-            facts: Some(Facts {
-                state: Some(State::Idle),
-                result: Some(UpdateResult::Success),
-                version: Some("2.0".into()),
-                ..Facts::default()
-            }),
-        },
-    );
+    let target = Facts { version: Some("2.0".into()), ..other };
+    task.on(secs(1300), Event::Send { facts: Some(&target) });
     assert!(matches!(task.outcome(), Some(Outcome::LateSuccess { .. })));
     assert!(!task.watching());
 }
