@@ -34,8 +34,16 @@ impl Facts<'_> {
 /// Decodes `payload` (an answer to a request of `requested`, a notification of
 /// it, or a Send at `/`) into facts, record by record without allocating.
 /// `None` when the payload does not decode: it then says nothing at all.
+#[cfg(test)]
 pub(super) fn decode<'a>(format: ContentFormat, requested: &Path, payload: &'a [u8]) -> Option<Facts<'a>> {
     let mut facts = Facts::default();
+    decode_into(format, requested, payload, &mut facts).then_some(facts)
+}
+
+/// [`decode`] into the caller's `facts` (fresh, all `None`), which the hot
+/// paths keep on their stack: false when the payload does not decode (the
+/// facts are then partial, and must not be used).
+pub(super) fn decode_into<'a>(format: ContentFormat, requested: &Path, payload: &'a [u8], facts: &mut Facts<'a>) -> bool {
     let mut protocols = ProtocolSet::EMPTY;
     let mut protocol_records = false;
     let decoded =
@@ -62,7 +70,9 @@ pub(super) fn decode<'a>(format: ContentFormat, requested: &Path, payload: &'a [
                 }
             }
         });
-    decoded.ok()?;
+    if decoded.is_err() {
+        return false;
+    }
     let answers_protocols =
         protocol_records || requested.starts_with(&Path::resource(5, 0, 8)) || *requested == Path::instance(5, 0);
     if answers_protocols {
@@ -72,7 +82,7 @@ pub(super) fn decode<'a>(format: ContentFormat, requested: &Path, payload: &'a [
             protocols
         });
     }
-    Some(facts)
+    true
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ mod table;
 mod timers;
 
 pub use io::{CachedModel, RequestKind, TaskError, TaskInput, TaskOutput, TaskRequest};
+use facts::Facts;
 use requests::{Action, InFlight, Observations};
 use table::{Event, Phase};
 use timers::{Timer, Timers};
@@ -319,13 +320,14 @@ impl UpgradeTask {
                         Action::Observe(target) => Some(target.path()),
                         _ => None,
                     };
-                    let facts = match (requested, format) {
+                    let mut facts = Facts::default();
+                    let decoded = match (requested, format) {
                         (Some(path), Some(format)) if code == ResponseCode::CONTENT => {
-                            facts::decode(format, &path, payload)
+                            facts::decode_into(format, &path, payload, &mut facts)
                         }
-                        _ => None,
+                        _ => false,
                     };
-                    self.on(now, Event::Answer { id, action, code, facts: facts.as_ref() });
+                    self.on(now, Event::Answer { id, action, code, facts: decoded.then_some(&facts) });
                     return Ok(());
                 }
             }
@@ -346,14 +348,16 @@ impl UpgradeTask {
             TaskInput::Notification { observation, format, payload } => {
                 self.awake(now);
                 let Some(target) = self.observations.target_of(observation) else { return Ok(()) };
-                let facts = facts::decode(format, &target.path(), payload);
-                self.on(now, Event::Notification { facts: facts.as_ref() });
+                let mut facts = Facts::default();
+                let decoded = facts::decode_into(format, &target.path(), payload, &mut facts);
+                self.on(now, Event::Notification { facts: decoded.then_some(&facts) });
                 return Ok(());
             }
             TaskInput::Send { format, payload } => {
                 self.history.seen_send = true;
-                let facts = facts::decode(format, &crate::model::Path::ROOT, payload);
-                self.on(now, Event::Send { facts: facts.as_ref() });
+                let mut facts = Facts::default();
+                let decoded = facts::decode_into(format, &crate::model::Path::ROOT, payload, &mut facts);
+                self.on(now, Event::Send { facts: decoded.then_some(&facts) });
                 return Ok(());
             }
         };
@@ -383,9 +387,8 @@ impl UpgradeTask {
 
     /// The device spoke: a queue-mode device listens for a while.
     fn awake(&mut self, now: Instant) {
-        let closes = now + self.config.queue_window + core::time::Duration::from_millis(1);
-        let open = self.timers.get(Timer::Window).unwrap_or(Instant::ZERO);
-        self.timers.set(Timer::Window, open.max(closes));
+        let until = self.timers.get(Timer::Window).unwrap_or(Instant::ZERO);
+        self.timers.set(Timer::Window, until.max(now + self.config.queue_window));
     }
 
     /// Fires due deadlines: the upgrade timeout (U1), the per-step fallback
@@ -425,7 +428,7 @@ impl UpgradeTask {
                 if let Some(busy) = self.timers.get(Timer::Busy).filter(|at| *at > self.last_now) {
                     next = Some(next.map_or(busy, |at| at.min(busy)));
                 }
-                if let Some(closes) = self.timers.get(Timer::Window).filter(|_| self.link.queue_mode) {
+                if let Some(closes) = self.timers.fires_at(Timer::Window).filter(|_| self.link.queue_mode) {
                     next = Some(next.map_or(closes, |at| at.min(closes)));
                 }
                 next
@@ -437,7 +440,7 @@ impl UpgradeTask {
 
     fn reachable(&self) -> bool {
         self.link.registered
-            && (!self.link.queue_mode || self.timers.get(Timer::Window).is_some_and(|at| self.last_now < at))
+            && (!self.link.queue_mode || self.timers.get(Timer::Window).is_some_and(|until| self.last_now <= until))
     }
 
     /// The next event to report or request to send. Events come first; at most

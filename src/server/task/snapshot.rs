@@ -234,9 +234,8 @@ impl Legacy {
             timers.set(Timer::Busy, self.busy_until);
         }
         // A window already closed is as good as one whose timer fired.
-        let closes = self.awake_until + core::time::Duration::from_millis(1);
-        if closes > self.last_now {
-            timers.set(Timer::Window, closes);
+        if self.awake_until >= self.last_now {
+            timers.set(Timer::Window, self.awake_until);
         }
         let lifetime = match (self.lifetime_extended, self.lifetime_restored) {
             (true, true) => Lifetime::Restored,

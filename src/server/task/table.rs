@@ -528,7 +528,7 @@ impl UpgradeTask {
             // U7: the same action at the device's next uplink.
             (_, E::Lost { action, .. }) if self.config.resume_after_downlink_failure => {
                 self.resume = Some(action);
-                self.timers.set(Timer::Window, now + Duration::from_millis(1));
+                self.timers.set(Timer::Window, now);
                 if let Action::Observe(target) = action {
                     self.observations.wanted &= !target.bit();
                 }
@@ -802,7 +802,8 @@ impl UpgradeTask {
     /// action that failed on the downlink is retried (U7).
     fn uplink(&mut self, now: Instant) {
         self.awake(now);
-        if let Some(action) = self.resume.take() {
+        if let Some(action) = self.resume {
+            self.resume = None;
             self.resume_action(action);
         }
         // S1 and S2 read when the device speaks; S3 and S4 only fall back to
@@ -886,6 +887,7 @@ impl UpgradeTask {
     }
 
     /// Applies what a payload says; returns the State it carried, if any.
+    #[inline(always)]
     fn learn(&mut self, facts: &Facts<'_>) -> Option<State> {
         if let Some(state) = facts.state {
             self.known.state = Some(state);

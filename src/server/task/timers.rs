@@ -15,7 +15,8 @@ pub(super) enum Timer {
     Step,
     /// 5.03 Service Unavailable: no request before then.
     Busy,
-    /// A queue-mode device listens until then (exclusive) after it spoke.
+    /// A queue-mode device listens until then (inclusive) after it spoke:
+    /// the window closes (the timer fires) a millisecond later.
     Window,
 }
 
@@ -56,14 +57,21 @@ impl Timers {
         self.get(timer).is_some()
     }
 
-    /// True when `timer` is armed and due at `now`.
-    pub fn is_due(&self, timer: Timer, now: Instant) -> bool {
-        self.get(timer).is_some_and(|at| now >= at)
+    /// When `timer` fires, if it is armed: at its instant, but the window a
+    /// millisecond after its last instant.
+    pub fn fires_at(&self, timer: Timer) -> Option<Instant> {
+        let at = self.get(timer)?;
+        Some(if timer == Timer::Window { at + core::time::Duration::from_millis(1) } else { at })
     }
 
-    /// The earliest of `timers` that is armed.
+    /// True when `timer` is armed and due at `now`.
+    pub fn is_due(&self, timer: Timer, now: Instant) -> bool {
+        self.fires_at(timer).is_some_and(|at| now >= at)
+    }
+
+    /// The earliest firing of `timers` that are armed.
     pub fn earliest(&self, timers: &[Timer]) -> Option<Instant> {
-        timers.iter().filter_map(|t| self.get(*t)).min()
+        timers.iter().filter_map(|t| self.fires_at(*t)).min()
     }
 }
 
@@ -81,6 +89,12 @@ mod tests {
         assert_eq!(timers.earliest(&[Timer::Upgrade, Timer::Request]), Some(Instant::from_millis(90)));
         assert!(!timers.is_due(Timer::Step, Instant::from_millis(49)));
         assert!(timers.is_due(Timer::Step, Instant::from_millis(50)));
+        // The window's instant is its last: it closes a millisecond later.
+        timers.set(Timer::Window, Instant::from_millis(70));
+        assert!(!timers.is_due(Timer::Window, Instant::from_millis(70)));
+        assert!(timers.is_due(Timer::Window, Instant::from_millis(71)));
+        assert_eq!(timers.earliest(&[Timer::Window]), Some(Instant::from_millis(71)));
+        timers.stop(Timer::Window);
         assert!(!timers.is_due(Timer::Busy, Instant::from_millis(50)));
         timers.stop(Timer::Step);
         assert!(!timers.is_armed(Timer::Step));
