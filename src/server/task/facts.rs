@@ -43,7 +43,12 @@ pub(super) fn decode<'a>(format: ContentFormat, requested: &Path, payload: &'a [
 /// [`decode`] into the caller's `facts` (fresh, all `None`), which the hot
 /// paths keep on their stack: false when the payload does not decode (the
 /// facts are then partial, and must not be used).
-pub(super) fn decode_into<'a>(format: ContentFormat, requested: &Path, payload: &'a [u8], facts: &mut Facts<'a>) -> bool {
+pub(super) fn decode_into<'a>(
+    format: ContentFormat,
+    requested: &Path,
+    payload: &'a [u8],
+    facts: &mut Facts<'a>,
+) -> bool {
     let mut protocols = ProtocolSet::EMPTY;
     let mut protocol_records = false;
     let decoded =

@@ -21,8 +21,8 @@ mod snapshot;
 mod table;
 mod timers;
 
-pub use io::{CachedModel, RequestKind, TaskError, TaskInput, TaskOutput, TaskRequest};
 use facts::Facts;
+pub use io::{CachedModel, RequestKind, TaskError, TaskInput, TaskOutput, TaskRequest};
 use requests::{Action, InFlight, Observations};
 use table::{Event, Phase};
 use timers::{Timer, Timers};

@@ -163,7 +163,6 @@ fn ambiguous(code: ResponseCode) -> bool {
 impl UpgradeTask {
     /// One event, then settling.
     pub(super) fn on(&mut self, now: Instant, event: Event<'_>) {
-        let from_device = !matches!(event, Event::Timer(_));
         self.transition(now, event);
         // Debug builds (the tests, the fuzzer) turn a livelock into a failure:
         // no phase sequence settles in more moves than there are steps, plus
@@ -181,9 +180,6 @@ impl UpgradeTask {
                 moves += 1;
                 debug_assert!(moves <= 16 + self.config.retry.max_attempts, "settling does not end: {:?}", self.phase);
             }
-        }
-        if from_device {
-            self.check_late_success();
         }
     }
 
@@ -692,6 +688,9 @@ impl UpgradeTask {
                     }
                 }
             }
+            // The watch: a device that shows Idle, Update Result 1 and (with a
+            // target) the target version succeeded after all.
+            (P::Finished { watch: Some(_), .. }, E::Check) => self.check_late_success(),
             (_, E::Check) => {}
         }
     }
