@@ -21,6 +21,8 @@ use crate::model::{
 
 #[cfg(feature = "serde")]
 mod snapshot;
+#[cfg(test)]
+mod tests;
 
 /// How a device's firmware sets up its /5 object.
 #[derive(Debug, Clone, PartialEq)]
