@@ -40,7 +40,8 @@ use std::time::Duration;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use lwm2m_fota::codec::{self, DecodeOptions};
 use lwm2m_fota::device::{
-    FirmwareEvent, FirmwareUpdate, FirmwareUpdateConfig, Observations, PackageBlock, PackageError, PackageSink,
+    FirmwareInput, FirmwareOutput, FirmwareUpdate, FirmwareUpdateConfig, Observations, PackageBlock, PackageError,
+    PackageSink,
 };
 use lwm2m_fota::model::{
     Block, ContentFormat, DeliveryMethod, Instant, Lwm2mVersion, ObjectLinks, ObjectVersion, Path, Protocol, Record,
@@ -398,7 +399,13 @@ struct Device {
     lwm2m: Lwm2mVersion,
     socket: UdpSocket,
     clock: std::time::Instant,
+    /// Where this run's clock starts: the restored object's last input, so that
+    /// time never goes backwards across a restart.
+    clock_origin: Instant,
     firmware: FirmwareUpdate,
+    /// What the /5 object asked for while a request was being answered, acted
+    /// on once the answer is out.
+    firmware_outputs: VecDeque<FirmwareOutput>,
     firmware_version: String,
     sink: FileSink,
     image: PathBuf,
@@ -457,7 +464,9 @@ impl Device {
             args,
             socket,
             clock: std::time::Instant::now(),
+            clock_origin: firmware.last_input_time(),
             firmware,
+            firmware_outputs: VecDeque::new(),
             firmware_version,
             sink: FileSink { path: image.clone(), file: None },
             image,
@@ -476,7 +485,7 @@ impl Device {
     }
 
     fn now(&self) -> Instant {
-        Instant::from_millis(self.clock.elapsed().as_millis() as u64)
+        self.clock_origin + self.clock.elapsed()
     }
 
     fn persist(&self) {
@@ -848,7 +857,8 @@ impl Device {
                 Some(bytes) => PackageBlock { data: bytes, ..block },
                 None => block,
             };
-            let code = self.firmware.write_package_block(now, block, &mut self.sink);
+            let input = FirmwareInput::WritePackageBlock { block, sink: &mut self.sink };
+            let code = firmware_request(&mut self.firmware, &mut self.firmware_outputs, now, input);
             let mut response = coap::response_to(request, code);
             if let Some(b) = block1 {
                 if code == ResponseCode::CONTINUE || code == ResponseCode::CHANGED {
@@ -868,7 +878,10 @@ impl Device {
         let mut code = ResponseCode::CHANGED;
         for record in &records {
             let result = match (record.path.object_id(), record.path.resource_id()) {
-                (Some(5), Some(resource)) => self.firmware.write(now, resource, &record.value),
+                (Some(5), Some(resource)) => {
+                    let input = FirmwareInput::Write { resource, value: &record.value };
+                    firmware_request(&mut self.firmware, &mut self.firmware_outputs, now, input)
+                }
                 (Some(1), Some(1)) => match record.value.as_i64() {
                     Some(lifetime) if lifetime > 0 => {
                         // Lifetime changed: tell the server in an Update.
@@ -890,7 +903,12 @@ impl Device {
 
     fn execute(&mut self, request: &Packet, path: &Path, now: Instant) -> Packet {
         let code = match (path.object_id(), path.instance_id(), path.resource_id()) {
-            (Some(5), Some(0), Some(resource)) => self.firmware.execute(now, resource),
+            (Some(5), Some(0), Some(resource)) => firmware_request(
+                &mut self.firmware,
+                &mut self.firmware_outputs,
+                now,
+                FirmwareInput::Execute { resource },
+            ),
             (Some(3), Some(0), Some(4)) => {
                 self.reboot_at = Some(now + Duration::from_millis(300));
                 ResponseCode::CHANGED
@@ -926,28 +944,29 @@ impl Device {
     fn drain_events(&mut self) {
         // One step's changes go out in one notification per observation.
         let mut changed = 0u32;
-        while let Some(event) = self.firmware.poll_event() {
-            match event {
-                FirmwareEvent::StartDownload { uri, offset } => {
+        while let Some(output) = self.firmware_outputs.pop_front().or_else(|| self.firmware.poll_output()) {
+            match output {
+                // Answers are taken where the request is handled (`firmware_request`).
+                FirmwareOutput::Respond(_) => {}
+                FirmwareOutput::StartDownload { uri, offset } => {
                     eprintln!("device {}: downloading {uri} from byte {offset}", self.args.endpoint);
                     self.download = Some(start_download(uri, offset, self.image.clone()));
                 }
-                FirmwareEvent::AbortDownload => {
+                FirmwareOutput::AbortDownload => {
                     if let Some(download) = self.download.take() {
                         download.cancel.store(true, Ordering::Relaxed);
                     }
                 }
-                FirmwareEvent::DiscardImage => {
+                FirmwareOutput::DiscardImage => {
                     let _ = std::fs::remove_file(&self.image);
                 }
-                FirmwareEvent::ApplyUpdate => {
+                FirmwareOutput::ApplyUpdate => {
                     // Answer the Execute first, then "reboot".
                     self.reboot_at = Some(self.now() + Duration::from_millis(500));
                 }
-                FirmwareEvent::ResourceChanged(resource) => changed |= 1u32 << resource.min(31),
-                FirmwareEvent::SendState => self.send_state(),
-                FirmwareEvent::Persist => self.persist(),
-                _ => {}
+                FirmwareOutput::ResourceChanged(resource) => changed |= 1u32 << resource.min(31),
+                FirmwareOutput::SendState => self.send_state(),
+                FirmwareOutput::Persist => self.persist(),
             }
         }
         if changed != 0 {
@@ -960,7 +979,7 @@ impl Device {
         eprintln!("device {}: rebooting", self.args.endpoint);
         if self.firmware.state() == lwm2m_fota::model::State::Updating {
             self.firmware_version = image_version(&self.image);
-            let _ = self.firmware.update_succeeded(now);
+            let _ = self.firmware.handle(now, FirmwareInput::UpdateSucceeded);
             eprintln!("device {}: now running {}", self.args.endpoint, self.firmware_version);
         }
         if let Some(download) = self.download.take() {
@@ -968,7 +987,8 @@ impl Device {
         }
         self.persist();
         // Drop events raised while "down"; a Send follows the new registration.
-        while self.firmware.poll_event().is_some() {}
+        self.firmware_outputs.clear();
+        while self.firmware.poll_output().is_some() {}
         self.send_after_register = true;
         self.register();
     }
@@ -1006,19 +1026,19 @@ impl Device {
                 }
             }
             if let Some(offset) = progress {
-                let _ = self.firmware.download_progress(now, offset);
+                let _ = self.firmware.handle(now, FirmwareInput::DownloadProgress { offset });
                 self.persist();
             }
             match finished {
                 Some(DownloadMessage::Done) => {
                     self.download = None;
                     eprintln!("device {}: download complete", self.args.endpoint);
-                    let _ = self.firmware.download_completed(now);
+                    let _ = self.firmware.handle(now, FirmwareInput::DownloadCompleted);
                 }
                 Some(DownloadMessage::Failed(result)) => {
                     self.download = None;
                     eprintln!("device {}: download failed: {result}", self.args.endpoint);
-                    let _ = self.firmware.download_failed(now, result);
+                    let _ = self.firmware.handle(now, FirmwareInput::DownloadFailed { result });
                 }
                 _ => {}
             }
@@ -1042,15 +1062,17 @@ impl Device {
 
     fn run(&mut self) -> ! {
         // Resume what a restart interrupted (a download, an installation).
-        self.firmware.rebooted(self.now());
-        let resumed: Vec<FirmwareEvent> = std::iter::from_fn(|| self.firmware.poll_event()).collect();
-        for event in resumed {
-            match event {
-                FirmwareEvent::StartDownload { uri, offset } => {
+        if let Err(error) = self.firmware.handle(self.now(), FirmwareInput::Rebooted) {
+            eprintln!("device {}: restoring the /5 state: {error}", self.args.endpoint);
+        }
+        let resumed: Vec<FirmwareOutput> = std::iter::from_fn(|| self.firmware.poll_output()).collect();
+        for output in resumed {
+            match output {
+                FirmwareOutput::StartDownload { uri, offset } => {
                     eprintln!("device {}: resuming {uri} at byte {offset}", self.args.endpoint);
                     self.download = Some(start_download(uri, offset, self.image.clone()));
                 }
-                FirmwareEvent::ApplyUpdate => self.reboot_at = Some(self.now()),
+                FirmwareOutput::ApplyUpdate => self.reboot_at = Some(self.now()),
                 _ => {}
             }
         }
@@ -1067,6 +1089,29 @@ impl Device {
             self.tick();
         }
     }
+}
+
+/// Hands a server request to the /5 object and returns its answer. What else
+/// the request asks for waits in `later` until the answer is out.
+fn firmware_request(
+    firmware: &mut FirmwareUpdate,
+    later: &mut VecDeque<FirmwareOutput>,
+    now: Instant,
+    input: FirmwareInput<'_>,
+) -> ResponseCode {
+    if let Err(error) = firmware.handle(now, input) {
+        // Only time going backwards; the clock above is monotonic.
+        eprintln!("device: /5 refused a request: {error}");
+        return ResponseCode::INTERNAL_SERVER_ERROR;
+    }
+    let mut code = ResponseCode::INTERNAL_SERVER_ERROR;
+    while let Some(output) = firmware.poll_output() {
+        match output {
+            FirmwareOutput::Respond(answer) => code = answer,
+            other => later.push_back(other),
+        }
+    }
+    code
 }
 
 fn main() -> std::process::ExitCode {

@@ -3,8 +3,8 @@
 //! reboots, and a property test over random request sequences.
 
 use lwm2m_fota::device::{
-    CountingSink, FirmwareError, FirmwareEvent, FirmwareUpdate, FirmwareUpdateConfig, PackageBlock, PackageError,
-    PackageSink,
+    CountingSink, FirmwareError, FirmwareInput, FirmwareOutput, FirmwareUpdate, FirmwareUpdateConfig, PackageBlock,
+    PackageError, PackageSink,
 };
 use lwm2m_fota::model::{
     ContentFormat, DeliveryMethod, Instant, ObjectVersion, Path, Protocol, ResponseCode, State, UpdateResult, Value,
@@ -13,6 +13,37 @@ use proptest::prelude::*;
 use std::time::Duration;
 
 const T0: Instant = Instant::from_millis(1_000);
+
+/// A server request as a device's LwM2M layer makes it: outputs of earlier
+/// inputs are taken first (a device drains after every input), then the
+/// request's first output must be its answer. Its other outputs stay queued.
+fn request(fw: &mut FirmwareUpdate, now: Instant, input: FirmwareInput<'_>) -> ResponseCode {
+    while fw.poll_output().is_some() {}
+    fw.handle(now, input).expect("a request in time is never an error");
+    match fw.poll_output() {
+        Some(FirmwareOutput::Respond(code)) => code,
+        other => panic!("a request's first output is its answer, not {other:?}"),
+    }
+}
+
+fn write(fw: &mut FirmwareUpdate, now: Instant, resource: u16, value: &Value<'_>) -> ResponseCode {
+    request(fw, now, FirmwareInput::Write { resource, value })
+}
+
+fn push(fw: &mut FirmwareUpdate, now: Instant, block: PackageBlock<'_>, sink: &mut dyn PackageSink) -> ResponseCode {
+    request(fw, now, FirmwareInput::WritePackageBlock { block, sink })
+}
+
+fn execute(fw: &mut FirmwareUpdate, now: Instant, resource: u16) -> ResponseCode {
+    request(fw, now, FirmwareInput::Execute { resource })
+}
+
+/// Every output queued now; none is an answer (`request` takes those).
+fn outputs(fw: &mut FirmwareUpdate) -> Vec<FirmwareOutput> {
+    let outputs: Vec<FirmwareOutput> = std::iter::from_fn(|| fw.poll_output()).collect();
+    assert!(!outputs.iter().any(|o| matches!(o, FirmwareOutput::Respond(_))), "{outputs:?}");
+    outputs
+}
 
 fn config(version: ObjectVersion) -> FirmwareUpdateConfig {
     FirmwareUpdateConfig {
@@ -43,17 +74,19 @@ fn object_in(start: Start, version: ObjectVersion) -> (FirmwareUpdate, CountingS
     let block0 = PackageBlock { number: 0, more: true, size: 16, data: &[7; 16], total_size: None };
     match start {
         Start::Idle => {}
-        Start::DownloadingPull => assert_eq!(fw.write(T0, 1, &Value::string("coap://h/fw")), ResponseCode::CHANGED),
-        Start::DownloadingPush => assert_eq!(fw.write_package_block(T0, block0, &mut sink), ResponseCode::CONTINUE),
+        Start::DownloadingPull => {
+            assert_eq!(write(&mut fw, T0, 1, &Value::string("coap://h/fw")), ResponseCode::CHANGED)
+        }
+        Start::DownloadingPush => assert_eq!(push(&mut fw, T0, block0, &mut sink), ResponseCode::CONTINUE),
         Start::Downloaded | Start::Updating => {
-            fw.write(T0, 1, &Value::string("coap://h/fw"));
-            fw.download_completed(T0).unwrap();
+            write(&mut fw, T0, 1, &Value::string("coap://h/fw"));
+            fw.handle(T0, FirmwareInput::DownloadCompleted).unwrap();
             if start == Start::Updating {
-                assert_eq!(fw.execute(T0, 2), ResponseCode::CHANGED);
+                assert_eq!(execute(&mut fw, T0, 2), ResponseCode::CHANGED);
             }
         }
     }
-    while fw.poll_event().is_some() {}
+    outputs(&mut fw);
     (fw, sink)
 }
 
@@ -90,26 +123,23 @@ const REQUESTS: [Request; 13] = [
     Request::WriteAutomaticUpgrade,
 ];
 
-fn apply(fw: &mut FirmwareUpdate, sink: &mut CountingSink, request: Request) -> ResponseCode {
-    let now = T0 + Duration::from_secs(1);
+fn apply(fw: &mut FirmwareUpdate, sink: &mut CountingSink, now: Instant, request: Request) -> ResponseCode {
     match request {
-        Request::WriteUri => fw.write(now, 1, &Value::string("http://h/fw2")),
-        Request::WriteEmptyUri => fw.write(now, 1, &Value::string("")),
-        Request::WriteMalformedUri => fw.write(now, 1, &Value::string("not a uri")),
-        Request::WriteUnsupportedScheme => fw.write(now, 1, &Value::string("https://h/fw")),
-        Request::PushFirstBlock => fw.write_package_block(
-            now,
-            PackageBlock { number: 0, more: true, size: 16, data: &[7; 16], total_size: None },
-            sink,
-        ),
-        Request::PushNul => fw.write_package_block(now, PackageBlock::whole(&[0]), sink),
-        Request::PushWholeImage => fw.write_package_block(now, PackageBlock::whole(b"image"), sink),
-        Request::ExecuteUpdate => fw.execute(now, 2),
-        Request::ExecuteCancel => fw.execute(now, 10),
-        Request::WriteSeverity => fw.write(now, 11, &Value::Integer(2)),
-        Request::WriteState => fw.write(now, 3, &Value::Integer(0)),
-        Request::ExecuteState => fw.execute(now, 3),
-        Request::WriteAutomaticUpgrade => fw.write(now, 14, &Value::Boolean(true)),
+        Request::WriteUri => write(fw, now, 1, &Value::string("http://h/fw2")),
+        Request::WriteEmptyUri => write(fw, now, 1, &Value::string("")),
+        Request::WriteMalformedUri => write(fw, now, 1, &Value::string("not a uri")),
+        Request::WriteUnsupportedScheme => write(fw, now, 1, &Value::string("https://h/fw")),
+        Request::PushFirstBlock => {
+            push(fw, now, PackageBlock { number: 0, more: true, size: 16, data: &[7; 16], total_size: None }, sink)
+        }
+        Request::PushNul => push(fw, now, PackageBlock::whole(&[0]), sink),
+        Request::PushWholeImage => push(fw, now, PackageBlock::whole(b"image"), sink),
+        Request::ExecuteUpdate => execute(fw, now, 2),
+        Request::ExecuteCancel => execute(fw, now, 10),
+        Request::WriteSeverity => write(fw, now, 11, &Value::Integer(2)),
+        Request::WriteState => write(fw, now, 3, &Value::Integer(0)),
+        Request::ExecuteState => execute(fw, now, 3),
+        Request::WriteAutomaticUpgrade => write(fw, now, 14, &Value::Boolean(true)),
     }
 }
 
@@ -166,7 +196,7 @@ fn every_state_and_request_for_every_version() {
         for start in STARTS {
             for request in REQUESTS {
                 let (mut fw, mut sink) = object_in(start, version);
-                let code = apply(&mut fw, &mut sink, request);
+                let code = apply(&mut fw, &mut sink, T0 + Duration::from_secs(1), request);
                 let want = expected(start, request, version);
                 assert_eq!((code, fw.state(), fw.update_result()), want, "object {version}, {start:?} + {request:?}");
                 checked += 1;
@@ -231,43 +261,37 @@ fn block(number: u32, more: bool, data: &[u8]) -> PackageBlock<'_> {
 fn push_blocks_in_order_with_retransmissions_gaps_and_restarts() {
     let mut fw = FirmwareUpdate::new(config(ObjectVersion::V1_1));
     let mut sink = CountingSink::default();
-    assert_eq!(fw.write_package_block(T0, block(0, true, &[1; 16]), &mut sink), ResponseCode::CONTINUE);
+    assert_eq!(push(&mut fw, T0, block(0, true, &[1; 16]), &mut sink), ResponseCode::CONTINUE);
     // Retransmitted block 0: acknowledged, not written twice.
-    assert_eq!(fw.write_package_block(T0, block(0, true, &[1; 16]), &mut sink), ResponseCode::CONTINUE);
+    assert_eq!(push(&mut fw, T0, block(0, true, &[1; 16]), &mut sink), ResponseCode::CONTINUE);
     assert_eq!(sink.written, 16);
-    assert_eq!(fw.write_package_block(T0, block(1, true, &[2; 16]), &mut sink), ResponseCode::CONTINUE);
-    assert_eq!(fw.write_package_block(T0, block(1, true, &[2; 16]), &mut sink), ResponseCode::CONTINUE);
+    assert_eq!(push(&mut fw, T0, block(1, true, &[2; 16]), &mut sink), ResponseCode::CONTINUE);
+    assert_eq!(push(&mut fw, T0, block(1, true, &[2; 16]), &mut sink), ResponseCode::CONTINUE);
     assert_eq!(sink.written, 32);
     // A gap is refused and changes nothing.
-    assert_eq!(
-        fw.write_package_block(T0, block(3, true, &[4; 16]), &mut sink),
-        ResponseCode::REQUEST_ENTITY_INCOMPLETE
-    );
+    assert_eq!(push(&mut fw, T0, block(3, true, &[4; 16]), &mut sink), ResponseCode::REQUEST_ENTITY_INCOMPLETE);
     assert_eq!(fw.transferred(), 32);
     // A non-final block shorter than the block size is malformed.
-    assert_eq!(fw.write_package_block(T0, block(2, true, &[3; 5]), &mut sink), ResponseCode::BAD_REQUEST);
+    assert_eq!(push(&mut fw, T0, block(2, true, &[3; 5]), &mut sink), ResponseCode::BAD_REQUEST);
     // A smaller block size continues at the same byte offset (2 × 16 = 4 × 8).
     let small = PackageBlock { number: 4, more: true, size: 8, data: &[3; 8], total_size: None };
-    assert_eq!(fw.write_package_block(T0, small, &mut sink), ResponseCode::CONTINUE);
+    assert_eq!(push(&mut fw, T0, small, &mut sink), ResponseCode::CONTINUE);
     assert_eq!(fw.transferred(), 40);
     let last = PackageBlock { number: 5, more: false, size: 8, data: &[9; 3], total_size: None };
-    assert_eq!(fw.write_package_block(T0, last, &mut sink), ResponseCode::CHANGED);
+    assert_eq!(push(&mut fw, T0, last, &mut sink), ResponseCode::CHANGED);
     assert_eq!((fw.state(), fw.transferred()), (State::Downloaded, 43));
     // The last block again (its 2.04 was lost): acknowledged in Downloaded.
-    assert_eq!(fw.write_package_block(T0, last, &mut sink), ResponseCode::CHANGED);
+    assert_eq!(push(&mut fw, T0, last, &mut sink), ResponseCode::CHANGED);
     assert_eq!(sink.written, 43);
     // A new block 0 restarts an unfinished transfer.
     let mut fw = FirmwareUpdate::new(config(ObjectVersion::V1_1));
-    fw.write_package_block(T0, block(0, true, &[1; 16]), &mut sink);
-    fw.write_package_block(T0, block(1, true, &[1; 16]), &mut sink);
-    assert_eq!(fw.write_package_block(T0, block(0, true, &[5; 16]), &mut sink), ResponseCode::CONTINUE);
+    push(&mut fw, T0, block(0, true, &[1; 16]), &mut sink);
+    push(&mut fw, T0, block(1, true, &[1; 16]), &mut sink);
+    assert_eq!(push(&mut fw, T0, block(0, true, &[5; 16]), &mut sink), ResponseCode::CONTINUE);
     assert_eq!((fw.transferred(), sink.written, sink.transfers), (16, 16, 3));
     // A first block that is not block 0 is a gap.
     let mut fresh = FirmwareUpdate::new(config(ObjectVersion::V1_1));
-    assert_eq!(
-        fresh.write_package_block(T0, block(1, true, &[1; 16]), &mut sink),
-        ResponseCode::REQUEST_ENTITY_INCOMPLETE
-    );
+    assert_eq!(push(&mut fresh, T0, block(1, true, &[1; 16]), &mut sink), ResponseCode::REQUEST_ENTITY_INCOMPLETE);
     assert_eq!(fresh.state(), State::Idle);
 }
 
@@ -276,17 +300,17 @@ fn push_too_large_gives_update_result_2() {
     let mut fw = FirmwareUpdate::new(config(ObjectVersion::V1_1));
     let mut sink = CountingSink::default();
     let announced = PackageBlock { total_size: Some(1 << 20), ..block(0, true, &[0; 16]) };
-    assert_eq!(fw.write_package_block(T0, announced, &mut sink), ResponseCode::REQUEST_ENTITY_TOO_LARGE);
+    assert_eq!(push(&mut fw, T0, announced, &mut sink), ResponseCode::REQUEST_ENTITY_TOO_LARGE);
     assert_eq!((fw.state(), fw.update_result()), (State::Idle, UpdateResult::NotEnoughFlash));
     // Discovered while receiving: capacity is 4096 bytes.
     let mut fw = FirmwareUpdate::new(config(ObjectVersion::V1_1));
     let data = [1u8; 1024];
     for n in 0..4 {
         let b = PackageBlock { number: n, more: true, size: 1024, data: &data, total_size: None };
-        assert_eq!(fw.write_package_block(T0, b, &mut sink), ResponseCode::CONTINUE);
+        assert_eq!(push(&mut fw, T0, b, &mut sink), ResponseCode::CONTINUE);
     }
     let b = PackageBlock { number: 4, more: true, size: 1024, data: &data, total_size: None };
-    assert_eq!(fw.write_package_block(T0, b, &mut sink), ResponseCode::REQUEST_ENTITY_TOO_LARGE);
+    assert_eq!(push(&mut fw, T0, b, &mut sink), ResponseCode::REQUEST_ENTITY_TOO_LARGE);
     assert_eq!((fw.state(), fw.update_result()), (State::Idle, UpdateResult::NotEnoughFlash));
 }
 
@@ -314,7 +338,7 @@ fn sink_failures_become_update_results() {
     ] {
         let mut fw = FirmwareUpdate::new(config(ObjectVersion::V1_1));
         let mut sink = FailingSink(error, on_write);
-        assert_eq!(fw.write_package_block(T0, PackageBlock::whole(b"img"), &mut sink), code, "{error:?}");
+        assert_eq!(push(&mut fw, T0, PackageBlock::whole(b"img"), &mut sink), code, "{error:?}");
         assert_eq!((fw.state(), fw.update_result()), (State::Idle, result));
     }
 }
@@ -324,69 +348,81 @@ fn delivery_method_and_protocol_support_are_enforced() {
     let mut pull_only =
         FirmwareUpdate::new(FirmwareUpdateConfig { delivery: DeliveryMethod::Pull, ..config(ObjectVersion::V1_1) });
     assert_eq!(
-        pull_only.write_package_block(T0, PackageBlock::whole(b"x"), &mut CountingSink::default()),
+        push(&mut pull_only, T0, PackageBlock::whole(b"x"), &mut CountingSink::default()),
         ResponseCode::METHOD_NOT_ALLOWED
     );
     let mut push_only =
         FirmwareUpdate::new(FirmwareUpdateConfig { delivery: DeliveryMethod::Push, ..config(ObjectVersion::V1_1) });
-    assert_eq!(push_only.write(T0, 1, &Value::string("coap://h/x")), ResponseCode::CHANGED);
+    assert_eq!(write(&mut push_only, T0, 1, &Value::string("coap://h/x")), ResponseCode::CHANGED);
     assert_eq!(push_only.update_result(), UpdateResult::UnsupportedProtocol);
     let mut fw = FirmwareUpdate::new(config(ObjectVersion::V1_1));
-    assert_eq!(fw.write(T0, 1, &Value::string(&"coap://h/".repeat(40))), ResponseCode::BAD_REQUEST);
-    assert_eq!(fw.write(T0, 1, &Value::Integer(1)), ResponseCode::BAD_REQUEST);
-    assert_eq!(fw.write(T0, 11, &Value::Integer(3)), ResponseCode::BAD_REQUEST);
-    assert_eq!(fw.write(T0, 99, &Value::Integer(3)), ResponseCode::NOT_FOUND);
+    assert_eq!(write(&mut fw, T0, 1, &Value::string(&"coap://h/".repeat(40))), ResponseCode::BAD_REQUEST);
+    assert_eq!(write(&mut fw, T0, 1, &Value::Integer(1)), ResponseCode::BAD_REQUEST);
+    assert_eq!(write(&mut fw, T0, 11, &Value::Integer(3)), ResponseCode::BAD_REQUEST);
+    assert_eq!(write(&mut fw, T0, 99, &Value::Integer(3)), ResponseCode::NOT_FOUND);
 }
 
 #[test]
 fn pull_download_reports() {
     let mut fw = FirmwareUpdate::new(config(ObjectVersion::V1_1));
-    assert!(matches!(fw.download_completed(T0), Err(FirmwareError::UnexpectedInput { .. })));
-    fw.write(T0, 1, &Value::string("coap://h/fw"));
-    let events: Vec<_> = std::iter::from_fn(|| fw.poll_event()).collect();
-    assert!(events.contains(&FirmwareEvent::StartDownload { uri: "coap://h/fw".into(), offset: 0 }));
-    assert!(events.contains(&FirmwareEvent::ResourceChanged(3)));
-    assert!(events.contains(&FirmwareEvent::Persist));
-    fw.download_progress(T0, 512).unwrap();
-    assert_eq!(fw.download_failed(T0, UpdateResult::Success), Err(FirmwareError::InvalidResult(UpdateResult::Success)));
+    assert!(matches!(fw.handle(T0, FirmwareInput::DownloadCompleted), Err(FirmwareError::UnexpectedInput { .. })));
+    write(&mut fw, T0, 1, &Value::string("coap://h/fw"));
+    let events: Vec<_> = std::iter::from_fn(|| fw.poll_output()).collect();
+    assert!(events.contains(&FirmwareOutput::StartDownload { uri: "coap://h/fw".into(), offset: 0 }));
+    assert!(events.contains(&FirmwareOutput::ResourceChanged(3)));
+    assert!(events.contains(&FirmwareOutput::Persist));
+    fw.handle(T0, FirmwareInput::DownloadProgress { offset: 512 }).unwrap();
+    assert_eq!(
+        fw.handle(T0, FirmwareInput::DownloadFailed { result: UpdateResult::Success }),
+        Err(FirmwareError::InvalidResult(UpdateResult::Success))
+    );
     for result in [2, 3, 4, 5, 6, 7, 9].map(UpdateResult::from_code) {
         let mut fw = FirmwareUpdate::new(config(ObjectVersion::V1_1));
-        fw.write(T0, 1, &Value::string("coap://h/fw"));
-        fw.download_failed(T0, result).unwrap();
+        write(&mut fw, T0, 1, &Value::string("coap://h/fw"));
+        fw.handle(T0, FirmwareInput::DownloadFailed { result }).unwrap();
         assert_eq!((fw.state(), fw.update_result()), (State::Idle, result));
     }
-    assert_eq!(fw.download_progress(Instant::from_millis(0), 1), Err(FirmwareError::TimeWentBackwards));
+    assert_eq!(
+        fw.handle(Instant::from_millis(0), FirmwareInput::DownloadProgress { offset: 1 }),
+        Err(FirmwareError::TimeWentBackwards)
+    );
 }
 
 #[test]
 fn update_outcomes() {
     // T11
     let (mut fw, _) = object_in(Start::Updating, ObjectVersion::V1_1);
-    fw.update_succeeded(T0).unwrap();
+    fw.handle(T0, FirmwareInput::UpdateSucceeded).unwrap();
     assert_eq!((fw.state(), fw.update_result()), (State::Idle, UpdateResult::Success));
     // T12
     let (mut fw, _) = object_in(Start::Updating, ObjectVersion::V1_1);
-    fw.update_failed(T0, true, UpdateResult::UpdateFailed).unwrap();
+    fw.handle(T0, FirmwareInput::UpdateFailed { image_usable: true, result: UpdateResult::UpdateFailed }).unwrap();
     assert_eq!((fw.state(), fw.update_result()), (State::Downloaded, UpdateResult::UpdateFailed));
     // T13
     let (mut fw, _) = object_in(Start::Updating, ObjectVersion::V1_1);
-    fw.update_failed(T0, false, UpdateResult::IntegrityCheckFailure).unwrap();
+    fw.handle(T0, FirmwareInput::UpdateFailed { image_usable: false, result: UpdateResult::IntegrityCheckFailure })
+        .unwrap();
     assert_eq!((fw.state(), fw.update_result()), (State::Idle, UpdateResult::IntegrityCheckFailure));
     let (mut fw, _) = object_in(Start::Updating, ObjectVersion::V1_1);
-    assert!(fw.update_failed(T0, true, UpdateResult::IntegrityCheckFailure).is_err());
-    assert!(fw.update_failed(T0, false, UpdateResult::OutOfRam).is_err());
+    assert!(
+        fw.handle(T0, FirmwareInput::UpdateFailed { image_usable: true, result: UpdateResult::IntegrityCheckFailure })
+            .is_err()
+    );
+    assert!(
+        fw.handle(T0, FirmwareInput::UpdateFailed { image_usable: false, result: UpdateResult::OutOfRam }).is_err()
+    );
     let (mut fw, _) = object_in(Start::Idle, ObjectVersion::V1_1);
-    assert!(fw.update_succeeded(T0).is_err());
+    assert!(fw.handle(T0, FirmwareInput::UpdateSucceeded).is_err());
 }
 
 #[test]
 fn automatic_upgrade_at_download() {
     let mut fw = FirmwareUpdate::new(config(ObjectVersion::V1_2));
-    fw.write(T0, 14, &Value::Boolean(true));
-    fw.write(T0, 1, &Value::string("coap://h/fw"));
-    fw.download_completed(T0).unwrap();
+    write(&mut fw, T0, 14, &Value::Boolean(true));
+    write(&mut fw, T0, 1, &Value::string("coap://h/fw"));
+    fw.handle(T0, FirmwareInput::DownloadCompleted).unwrap();
     assert_eq!(fw.state(), State::Updating);
-    assert!(std::iter::from_fn(|| fw.poll_event()).any(|e| e == FirmwareEvent::ApplyUpdate));
+    assert!(std::iter::from_fn(|| fw.poll_output()).any(|e| e == FirmwareOutput::ApplyUpdate));
 }
 
 #[test]
@@ -394,10 +430,10 @@ fn deferral_and_maximum_defer_period() {
     let deferring =
         FirmwareUpdateConfig { user_deferral: Some(Duration::from_secs(3600)), ..config(ObjectVersion::V1_1) };
     let mut fw = FirmwareUpdate::new(deferring.clone());
-    fw.write(T0, 13, &Value::UnsignedInteger(60));
-    fw.write(T0, 1, &Value::string("coap://h/fw"));
-    fw.download_completed(T0).unwrap();
-    assert_eq!(fw.execute(T0, 2), ResponseCode::CHANGED);
+    write(&mut fw, T0, 13, &Value::UnsignedInteger(60));
+    write(&mut fw, T0, 1, &Value::string("coap://h/fw"));
+    fw.handle(T0, FirmwareInput::DownloadCompleted).unwrap();
+    assert_eq!(execute(&mut fw, T0, 2), ResponseCode::CHANGED);
     assert_eq!((fw.state(), fw.update_result()), (State::Downloaded, UpdateResult::Deferred));
     // Maximum Defer Period (60 s) bounds the user's hour.
     assert_eq!(fw.poll_timeout(), Some(T0 + Duration::from_secs(60)));
@@ -407,53 +443,53 @@ fn deferral_and_maximum_defer_period() {
     assert_eq!((fw.state(), fw.update_result()), (State::Updating, UpdateResult::Initial));
     // Critical severity is never deferred; a zero defer period neither.
     let mut fw = FirmwareUpdate::new(deferring.clone());
-    fw.write(T0, 13, &Value::UnsignedInteger(60));
-    fw.write(T0, 11, &Value::Integer(0));
-    fw.write(T0, 1, &Value::string("coap://h/fw"));
-    fw.download_completed(T0).unwrap();
-    fw.execute(T0, 2);
+    write(&mut fw, T0, 13, &Value::UnsignedInteger(60));
+    write(&mut fw, T0, 11, &Value::Integer(0));
+    write(&mut fw, T0, 1, &Value::string("coap://h/fw"));
+    fw.handle(T0, FirmwareInput::DownloadCompleted).unwrap();
+    execute(&mut fw, T0, 2);
     assert_eq!(fw.state(), State::Updating);
     // The user may accept early.
     let mut fw = FirmwareUpdate::new(deferring);
-    fw.write(T0, 13, &Value::UnsignedInteger(60));
-    fw.write(T0, 1, &Value::string("coap://h/fw"));
-    fw.download_completed(T0).unwrap();
-    fw.execute(T0, 2);
-    fw.accept_deferred_update(T0).unwrap();
+    write(&mut fw, T0, 13, &Value::UnsignedInteger(60));
+    write(&mut fw, T0, 1, &Value::string("coap://h/fw"));
+    fw.handle(T0, FirmwareInput::DownloadCompleted).unwrap();
+    execute(&mut fw, T0, 2);
+    fw.handle(T0, FirmwareInput::DeferredUpdateAccepted).unwrap();
     assert_eq!(fw.state(), State::Updating);
 }
 
 #[test]
 fn reboot_resumes_from_a_snapshot() {
     let mut fw = FirmwareUpdate::new(config(ObjectVersion::V1_1));
-    fw.write(T0, 1, &Value::string("coap://h/fw"));
-    fw.download_progress(T0, 2048).unwrap();
+    write(&mut fw, T0, 1, &Value::string("coap://h/fw"));
+    fw.handle(T0, FirmwareInput::DownloadProgress { offset: 2048 }).unwrap();
     let snapshot = serde_json::to_string(&fw).unwrap();
     let mut restored: FirmwareUpdate = serde_json::from_str(&snapshot).unwrap();
     assert_eq!(restored, fw);
-    restored.rebooted(T0);
-    assert_eq!(restored.poll_event(), Some(FirmwareEvent::StartDownload { uri: "coap://h/fw".into(), offset: 2048 }));
+    restored.handle(T0, FirmwareInput::Rebooted).unwrap();
+    assert_eq!(restored.poll_output(), Some(FirmwareOutput::StartDownload { uri: "coap://h/fw".into(), offset: 2048 }));
     assert_eq!(restored.state(), State::Downloading);
     // Mid-update: the image is applied again, then the outcome is reported.
     let (fw, _) = object_in(Start::Updating, ObjectVersion::V1_1);
     let mut restored: FirmwareUpdate = serde_json::from_str(&serde_json::to_string(&fw).unwrap()).unwrap();
-    restored.rebooted(T0);
-    assert_eq!(restored.poll_event(), Some(FirmwareEvent::ApplyUpdate));
-    restored.update_succeeded(T0).unwrap();
+    restored.handle(T0, FirmwareInput::Rebooted).unwrap();
+    assert_eq!(restored.poll_output(), Some(FirmwareOutput::ApplyUpdate));
+    restored.handle(T0, FirmwareInput::UpdateSucceeded).unwrap();
     assert_eq!(restored.update_result(), UpdateResult::Success);
     // Mid-push: the transfer continues at the next byte.
     let (fw, mut sink) = object_in(Start::DownloadingPush, ObjectVersion::V1_1);
     let mut restored: FirmwareUpdate = serde_json::from_str(&serde_json::to_string(&fw).unwrap()).unwrap();
-    restored.rebooted(T0);
-    assert_eq!(restored.write_package_block(T0, block(1, false, b"end"), &mut sink), ResponseCode::CHANGED);
+    restored.handle(T0, FirmwareInput::Rebooted).unwrap();
+    assert_eq!(push(&mut restored, T0, block(1, false, b"end"), &mut sink), ResponseCode::CHANGED);
     assert_eq!(restored.state(), State::Downloaded);
 }
 
 #[test]
 fn send_payload_carries_the_fota_resources() {
     let mut fw = FirmwareUpdate::new(FirmwareUpdateConfig { send_on_change: true, ..config(ObjectVersion::V1_1) });
-    fw.write(T0, 1, &Value::string("coap://h/fw"));
-    assert!(std::iter::from_fn(|| fw.poll_event()).any(|e| e == FirmwareEvent::SendState));
+    write(&mut fw, T0, 1, &Value::string("coap://h/fw"));
+    assert!(std::iter::from_fn(|| fw.poll_output()).any(|e| e == FirmwareOutput::SendState));
     let mut buf = Vec::new();
     fw.encode_send("1.0.0", "sw-1", &mut buf).unwrap();
     let records = lwm2m_fota::codec::decode(
@@ -467,6 +503,36 @@ fn send_payload_carries_the_fota_resources() {
     let paths: Vec<String> = records.iter().map(|r| r.path.to_string()).collect();
     assert_eq!(paths, ["/3/0/3", "/3/0/19", "/5/0/3", "/5/0/5", "/5/0/8/0", "/5/0/8/1", "/5/0/9"]);
     assert_eq!(records[2].value, Value::Integer(1));
+}
+
+#[test]
+fn time_going_backwards_is_an_error_for_a_request_a_report_and_a_reboot() {
+    let (mut fw, mut sink) = object_in(Start::DownloadingPull, ObjectVersion::V1_1);
+    let later = T0 + Duration::from_secs(10);
+    fw.handle(later, FirmwareInput::DownloadProgress { offset: 100 }).unwrap();
+    let before = fw.clone();
+    let uri = Value::string("");
+    let block = PackageBlock::whole(&[0]);
+    let inputs = [
+        FirmwareInput::Write { resource: 1, value: &uri },
+        FirmwareInput::WritePackageBlock { block, sink: &mut sink },
+        FirmwareInput::Execute { resource: 10 },
+        FirmwareInput::DownloadProgress { offset: 200 },
+        FirmwareInput::DownloadCompleted,
+        FirmwareInput::Rebooted,
+    ];
+    for input in inputs {
+        let shown = format!("{input:?}");
+        assert_eq!(fw.handle(T0, input), Err(FirmwareError::TimeWentBackwards), "{shown}");
+        // Nothing changed and nothing is queued: no answer, no reset, no resume.
+        assert_eq!(fw, before, "{shown}");
+        assert_eq!(fw.poll_output(), None, "{shown}");
+    }
+    assert_eq!(fw.handle_timeout(T0), Err(FirmwareError::TimeWentBackwards));
+    // At the time already seen (or later) all of them are taken.
+    assert_eq!(write(&mut fw, later, 1, &uri), ResponseCode::CHANGED);
+    assert_eq!(fw.state(), State::Idle);
+    fw.handle(later, FirmwareInput::Rebooted).unwrap();
 }
 
 /// object5.md §3: the Update Results each State allows.
@@ -492,6 +558,8 @@ enum Step {
     Accept,
     Timeout(u64),
     Reboot,
+    /// Request `REQUESTS[i]`, a report or a reboot at an earlier time.
+    Backwards(usize),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -506,6 +574,7 @@ fn step() -> impl Strategy<Value = Step> {
         Just(Step::Accept),
         (0u64..200).prop_map(Step::Timeout),
         Just(Step::Reboot),
+        (0..REQUESTS.len() + 2).prop_map(Step::Backwards),
     ]
 }
 
@@ -523,37 +592,52 @@ proptest! {
             ..config(version)
         };
         let mut fw = FirmwareUpdate::new(cfg);
-        fw.write(T0, 13, &Value::UnsignedInteger(20));
+        write(&mut fw, T0, 13, &Value::UnsignedInteger(20));
         let mut sink = CountingSink::default();
         let mut now = T0;
         let data = [0u8; 16];
         for step in steps {
             now = now + Duration::from_millis(500);
             match step {
-                Step::Request(i) => { apply(&mut fw, &mut sink, REQUESTS[i]); }
+                Step::Request(i) => { apply(&mut fw, &mut sink, now, REQUESTS[i]); }
                 Step::Block(n, more, len) => {
                     let len = if more { 16 } else { len as usize };
-                    fw.write_package_block(now, PackageBlock { number: n, more, size: 16, data: &data[..len], total_size: None }, &mut sink);
+                    push(&mut fw, now, PackageBlock { number: n, more, size: 16, data: &data[..len], total_size: None }, &mut sink);
                 }
-                Step::Progress(o) => { let _ = fw.download_progress(now, o); }
-                Step::Completed => { let _ = fw.download_completed(now); }
-                Step::Failed(r) => { let _ = fw.download_failed(now, UpdateResult::from_code(i64::from(r))); }
-                Step::Succeeded => { let _ = fw.update_succeeded(now); }
+                Step::Progress(o) => { let _ = fw.handle(now, FirmwareInput::DownloadProgress { offset: o }); }
+                Step::Completed => { let _ = fw.handle(now, FirmwareInput::DownloadCompleted); }
+                Step::Failed(r) => { let _ = fw.handle(now, FirmwareInput::DownloadFailed { result: UpdateResult::from_code(i64::from(r)) }); }
+                Step::Succeeded => { let _ = fw.handle(now, FirmwareInput::UpdateSucceeded); }
                 Step::UpdateFailed(usable, integrity) => {
                     let r = if integrity { UpdateResult::IntegrityCheckFailure } else { UpdateResult::UpdateFailed };
-                    let _ = fw.update_failed(now, usable, r);
+                    let _ = fw.handle(now, FirmwareInput::UpdateFailed { image_usable: usable, result: r });
                 }
-                Step::Accept => { let _ = fw.accept_deferred_update(now); }
+                Step::Accept => { let _ = fw.handle(now, FirmwareInput::DeferredUpdateAccepted); }
                 Step::Timeout(s) => { now = now + Duration::from_secs(s); fw.handle_timeout(now).unwrap(); }
                 Step::Reboot => {
                     let snapshot = serde_json::to_string(&fw).unwrap();
                     let restored: FirmwareUpdate = serde_json::from_str(&snapshot).unwrap();
                     prop_assert_eq!(&restored, &fw);
                     fw = restored;
-                    fw.rebooted(now);
+                    fw.handle(now, FirmwareInput::Rebooted).unwrap();
+                }
+                Step::Backwards(i) => {
+                    let before = fw.clone();
+                    let earlier = Instant::from_millis(fw.last_input_time().as_millis() - 1);
+                    let (uri, mut sink) = (Value::string("coap://h/fw"), CountingSink::default());
+                    let input = match i {
+                        0 => FirmwareInput::Write { resource: 1, value: &uri },
+                        1 => FirmwareInput::WritePackageBlock { block: block(0, true, &data), sink: &mut sink },
+                        2 => FirmwareInput::Execute { resource: 2 },
+                        3 => FirmwareInput::DownloadCompleted,
+                        4 => FirmwareInput::UpdateSucceeded,
+                        _ => FirmwareInput::Rebooted,
+                    };
+                    prop_assert_eq!(fw.handle(earlier, input), Err(FirmwareError::TimeWentBackwards));
+                    prop_assert_eq!(&fw, &before);
                 }
             }
-            while fw.poll_event().is_some() {}
+            outputs(&mut fw);
             prop_assert!(allowed(version, fw.state(), fw.update_result()), "{:?} with {:?}", fw.state(), fw.update_result());
         }
     }

@@ -11,7 +11,8 @@ use super::Rng;
 use super::profile::{Profile, SendMode};
 use crate::codec::{self, DecodeOptions};
 use crate::device::{
-    FirmwareEvent, FirmwareUpdate, FirmwareUpdateConfig, Observations, PackageBlock, PackageError, PackageSink,
+    FirmwareInput, FirmwareOutput, FirmwareUpdate, FirmwareUpdateConfig, Observations, PackageBlock, PackageError,
+    PackageSink,
 };
 use crate::model::{
     ClientMessage, ContentFormat, DeliveryMethod, Instant, Lwm2mVersion, ObjectLinks, ObjectVersion, Operation, Path,
@@ -129,6 +130,9 @@ pub struct SimDevice {
     id: u64,
     profile: &'static Profile,
     firmware: FirmwareUpdate,
+    /// What the /5 object asked for while a request was being answered, acted
+    /// on once the answer is out (its `Respond` already taken).
+    firmware_outputs: VecDeque<FirmwareOutput>,
     firmware_version: String,
     sink: HeadSink,
     rng: Rng,
@@ -181,6 +185,7 @@ impl SimDevice {
             id,
             profile,
             firmware: FirmwareUpdate::new(config),
+            firmware_outputs: VecDeque::new(),
             firmware_version: firmware_version.to_string(),
             sink: HeadSink::default(),
             rng,
@@ -428,7 +433,12 @@ impl SimDevice {
                 }
                 let number = block.number;
                 let block = PackageBlock { number, more: block.more, size: block.size, data: &payload, total_size };
-                let code = self.firmware.write_package_block(now, block, &mut self.sink);
+                let code = firmware_request(
+                    &mut self.firmware,
+                    &mut self.firmware_outputs,
+                    now,
+                    FirmwareInput::WritePackageBlock { block, sink: &mut self.sink },
+                );
                 // Block 0 starts a push afresh; anything but 2.31 ends it.
                 self.pushed_block = (code == ResponseCode::CONTINUE).then(|| match self.pushed_block {
                     Some(highest) if number > 0 => highest.max(number),
@@ -437,9 +447,12 @@ impl SimDevice {
                 empty(code)
             }
             Operation::Execute { path } => match (path.object_id(), path.resource_id()) {
-                (Some(5), Some(resource)) if path.instance_id() == Some(0) => {
-                    empty(self.firmware.execute(now, resource))
-                }
+                (Some(5), Some(resource)) if path.instance_id() == Some(0) => empty(firmware_request(
+                    &mut self.firmware,
+                    &mut self.firmware_outputs,
+                    now,
+                    FirmwareInput::Execute { resource },
+                )),
                 (Some(3), Some(4)) => {
                     // Reboot: answer first, then go down.
                     self.reboot_at = Some(now);
@@ -458,7 +471,13 @@ impl SimDevice {
             return ResponseCode::UNSUPPORTED_CONTENT_FORMAT;
         }
         if *path == Path::resource(5, 0, 0) && matches!(format, ContentFormat::Opaque) {
-            return self.firmware.write_package_block(now, PackageBlock::whole(payload), &mut self.sink);
+            let block = PackageBlock::whole(payload);
+            return firmware_request(
+                &mut self.firmware,
+                &mut self.firmware_outputs,
+                now,
+                FirmwareInput::WritePackageBlock { block, sink: &mut self.sink },
+            );
         }
         let registry = Registry::default();
         let Ok(records) = codec::decode(format, path, payload, &registry, &DecodeOptions::default()) else {
@@ -469,9 +488,20 @@ impl SimDevice {
             let resource = record.path.resource_id().unwrap_or(0);
             let result = match (resource, &record.value) {
                 (0, Value::Opaque(bytes)) => {
-                    self.firmware.write_package_block(now, PackageBlock::whole(bytes), &mut self.sink)
+                    let block = PackageBlock::whole(bytes);
+                    firmware_request(
+                        &mut self.firmware,
+                        &mut self.firmware_outputs,
+                        now,
+                        FirmwareInput::WritePackageBlock { block, sink: &mut self.sink },
+                    )
                 }
-                (_, value) => self.firmware.write(now, resource, value),
+                (_, value) => firmware_request(
+                    &mut self.firmware,
+                    &mut self.firmware_outputs,
+                    now,
+                    FirmwareInput::Write { resource, value },
+                ),
             };
             if !result.is_success() {
                 code = result;
@@ -562,12 +592,14 @@ impl SimDevice {
     fn drain_firmware(&mut self, now: Instant, images: &ImageStore) {
         // Changes of one step are notified together, as clients coalesce them.
         let mut changed = 0u32;
-        while let Some(event) = self.firmware.poll_event() {
-            match event {
-                FirmwareEvent::StartDownload { uri, offset } => self.start_download(now, &uri, offset, images),
-                FirmwareEvent::AbortDownload => self.download = None,
-                FirmwareEvent::DiscardImage => self.pending_version = None,
-                FirmwareEvent::ApplyUpdate => {
+        while let Some(output) = self.firmware_outputs.pop_front().or_else(|| self.firmware.poll_output()) {
+            match output {
+                // Answers are taken where the request is handled (`firmware_request`).
+                FirmwareOutput::Respond(_) => {}
+                FirmwareOutput::StartDownload { uri, offset } => self.start_download(now, &uri, offset, images),
+                FirmwareOutput::AbortDownload => self.download = None,
+                FirmwareOutput::DiscardImage => self.pending_version = None,
+                FirmwareOutput::ApplyUpdate => {
                     if self.pending_version.is_none() {
                         self.pending_version = image_version(&self.sink.head);
                     }
@@ -585,13 +617,13 @@ impl SimDevice {
                         self.installing = false;
                     }
                 }
-                FirmwareEvent::ResourceChanged(resource) => changed |= 1u32 << resource.min(31),
-                FirmwareEvent::SendState => {
+                FirmwareOutput::ResourceChanged(resource) => changed |= 1u32 << resource.min(31),
+                FirmwareOutput::SendState => {
                     if self.profile.send == SendMode::OnChange && self.registered {
                         self.send_state(now, false);
                     }
                 }
-                FirmwareEvent::Persist => {}
+                FirmwareOutput::Persist => {}
             }
         }
         if changed != 0 {
@@ -658,10 +690,10 @@ impl SimDevice {
                 if let Some(version) = self.pending_version.take() {
                     self.firmware_version = version;
                 }
-                let _ = self.firmware.update_succeeded(now);
+                let _ = self.firmware.handle(now, FirmwareInput::UpdateSucceeded);
             } else {
                 // Booted with the persisted /5 state.
-                self.firmware.rebooted(now);
+                let _ = self.firmware.handle(now, FirmwareInput::Rebooted);
             }
             self.register(now);
             self.drain_firmware(now, images);
@@ -681,12 +713,12 @@ impl SimDevice {
             self.download = None;
             match end {
                 DownloadEnd::Complete => {
-                    let _ = self.firmware.download_progress(now, size);
+                    let _ = self.firmware.handle(now, FirmwareInput::DownloadProgress { offset: size });
                     self.pending_version = version;
-                    let _ = self.firmware.download_completed(now);
+                    let _ = self.firmware.handle(now, FirmwareInput::DownloadCompleted);
                 }
                 DownloadEnd::Fail(result) => {
-                    let _ = self.firmware.download_failed(now, result);
+                    let _ = self.firmware.handle(now, FirmwareInput::DownloadFailed { result });
                 }
             }
             self.drain_firmware(now, images);
@@ -704,4 +736,26 @@ impl SimDevice {
     pub fn firmware_object_version(&self) -> ObjectVersion {
         self.profile.firmware_object
     }
+}
+
+/// Hands a server request to the /5 object and returns its answer. What else
+/// the request asks for waits in `later` until the answer is out.
+fn firmware_request(
+    firmware: &mut FirmwareUpdate,
+    later: &mut VecDeque<FirmwareOutput>,
+    now: Instant,
+    input: FirmwareInput<'_>,
+) -> ResponseCode {
+    if firmware.handle(now, input).is_err() {
+        // Only time going backwards, which the simulation's clock never does.
+        return ResponseCode::INTERNAL_SERVER_ERROR;
+    }
+    let mut code = ResponseCode::INTERNAL_SERVER_ERROR;
+    while let Some(output) = firmware.poll_output() {
+        match output {
+            FirmwareOutput::Respond(answer) => code = answer,
+            other => later.push_back(other),
+        }
+    }
+    code
 }

@@ -32,11 +32,13 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
 
 /// Runs the /5 object through a pull download, proving the device layer is no_std.
 pub fn device_downloads() -> bool {
-    use lwm2m_fota::device::{FirmwareUpdate, FirmwareUpdateConfig};
-    use lwm2m_fota::model::{Instant, State, Value};
+    use lwm2m_fota::device::{FirmwareInput, FirmwareOutput, FirmwareUpdate, FirmwareUpdateConfig};
+    use lwm2m_fota::model::{Instant, ResponseCode, State, Value};
     let mut fw = FirmwareUpdate::new(FirmwareUpdateConfig::default());
-    fw.write(Instant::ZERO, 1, &Value::string("coap://fw/v2"));
-    fw.download_completed(Instant::ZERO).is_ok() && fw.state() == State::Downloaded
+    let uri = Value::string("coap://fw/v2");
+    let written = fw.handle(Instant::ZERO, FirmwareInput::Write { resource: 1, value: &uri }).is_ok()
+        && fw.poll_output() == Some(FirmwareOutput::Respond(ResponseCode::CHANGED));
+    written && fw.handle(Instant::ZERO, FirmwareInput::DownloadCompleted).is_ok() && fw.state() == State::Downloaded
 }
 
 /// The server's upgrade task builds without std too.
