@@ -24,12 +24,9 @@ use crate::server::outcome::{Failure, Outcome, Step, TaskEvent};
 /// RFC 7252 §5.10.5: Max-Age when a response does not carry it.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(60);
 
-/// Where the upgrade stands, with the data only that phase needs. (`u8`
-/// tags: the phase is read on every input, and a plain tag reads in one load
-/// where niche-packed variants took several compares.)
+/// Where the upgrade stands, with the data only that phase needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[repr(u8)]
 pub(super) enum Phase {
     NotStarted,
     WaitingForDevice,
