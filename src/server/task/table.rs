@@ -288,8 +288,12 @@ impl UpgradeTask {
             }
             // The look after an ambiguous refusal: complete with the Read's
             // answer, or under S5 with both new observations' first answers.
-            (phase, E::Answer { id, action, facts, .. }) if action.looks() && phase.look().is_some() => {
-                let look = phase.look().unwrap_or(Look { code: ResponseCode::BAD_REQUEST, seen: None });
+            (
+                phase @ (P::WritingUri { look: Some(look) }
+                | P::Pushing { look: Some(look), .. }
+                | P::Executing { look: Some(look) }),
+                E::Answer { id, action, facts, .. },
+            ) if action.looks() => {
                 if let Action::Observe(target) = action {
                     self.observations.established(target, id);
                 }
@@ -370,7 +374,7 @@ impl UpgradeTask {
                         self.attempt.refused = Some(Action::PushBlock(number));
                         self.phase = P::Pushing { next_block: number, restarts, look: None };
                         match seen {
-                            Some(State::Downloaded) => self.push_complete(now, number),
+                            Some(State::Downloaded) => self.push_complete(now),
                             // The device holds the block: go on with the next,
                             // or send the last one once more.
                             Some(State::Downloading) => {
@@ -459,8 +463,8 @@ impl UpgradeTask {
                 });
             }
             // U2 push: the last block; the device is Downloaded (T3).
-            (P::Pushing { .. }, E::Answer { action: Action::PushBlock(number), code: ResponseCode::CHANGED, .. }) => {
-                self.push_complete(now, number)
+            (P::Pushing { .. }, E::Answer { action: Action::PushBlock(_), code: ResponseCode::CHANGED, .. }) => {
+                self.push_complete(now)
             }
             // B10: the device lost the transfer (e.g. rebooted): start over, three times at most.
             (
@@ -632,7 +636,7 @@ impl UpgradeTask {
                         .is_some_and(|f| f.action == Action::PushBlock(requests::last_block(&self.config))) =>
             {
                 self.take_in_flight();
-                self.push_complete(now, requests::last_block(&self.config));
+                self.push_complete(now);
             }
             (P::Downloading, E::Check) => match self.known.state {
                 // T3 seen: Execute, or hold it (U12).
@@ -848,7 +852,7 @@ impl UpgradeTask {
     }
 
     /// The device acknowledged the last pushed block: it is Downloaded.
-    fn push_complete(&mut self, now: Instant, _number: u32) {
+    fn push_complete(&mut self, now: Instant) {
         let total = self.config.image_size;
         self.events.push_back(TaskEvent::PushProgress { bytes: total, total });
         self.known.state = Some(State::Downloaded);
