@@ -52,7 +52,7 @@ use sha2::{Digest, Sha256};
 #[path = "support/coap.rs"]
 mod coap;
 
-const USAGE: &str = "usage: device --server coap://HOST:PORT --endpoint NAME [--lifetime S] [--lwm2m 1.0|1.1|1.2] [--queue] [--send] [--state-file PATH] [--no-dedup]";
+const USAGE: &str = "usage: device --server coap://HOST:PORT --endpoint NAME [--lifetime S] [--lwm2m 1.0|1.1|1.2] [--queue] [--send] [--state-file PATH] [--no-dedup] [--download-pace MS]";
 const IMAGE_HEADER: &str = "lwm2m-fota-image version=";
 const INITIAL_VERSION: &str = "1.0.0";
 const SOFTWARE_VERSION: &str = "lwm2m-fota-device";
@@ -70,12 +70,16 @@ struct Args {
     state_file: Option<PathBuf>,
     /// No response cache: repeated confirmable requests are executed again.
     no_dedup: bool,
+    /// A pause after each downloaded block (a slow link; tests use it to
+    /// catch a download under way).
+    download_pace: Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let (mut server, mut endpoint, mut lifetime, mut lwm2m) = (None, None, 60u32, Lwm2mVersion::V1_1);
     let (mut queue, mut send, mut state_file, mut no_dedup) = (false, false, None, false);
+    let mut download_pace = Duration::ZERO;
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -103,6 +107,10 @@ fn parse_args() -> Result<Args, String> {
             "--send" => send = true,
             "--state-file" => state_file = Some(PathBuf::from(value()?)),
             "--no-dedup" => no_dedup = true,
+            "--download-pace" => {
+                let ms = value()?.parse().map_err(|_| "--download-pace takes milliseconds".to_string())?;
+                download_pace = Duration::from_millis(ms);
+            }
             other => return Err(format!("unknown option {other}; {USAGE}")),
         }
     }
@@ -114,6 +122,7 @@ fn parse_args() -> Result<Args, String> {
         queue,
         send,
         state_file,
+        download_pace,
         no_dedup,
     })
 }
@@ -185,15 +194,15 @@ struct Download {
     cancel: Arc<AtomicBool>,
 }
 
-fn start_download(uri: String, offset: u64, image: PathBuf) -> Download {
+fn start_download(uri: String, offset: u64, image: PathBuf, pace: Duration) -> Download {
     let (tx, rx) = mpsc::channel();
     let cancel = Arc::new(AtomicBool::new(false));
     let stop = cancel.clone();
     std::thread::spawn(move || {
         let result = if uri.to_ascii_lowercase().starts_with("coap://") {
-            download_coap(&uri, offset, &image, &tx, &stop)
+            download_coap(&uri, offset, &image, &tx, &stop, pace)
         } else if uri.to_ascii_lowercase().starts_with("http://") {
-            download_http(&uri, offset, &image, &tx, &stop)
+            download_http(&uri, offset, &image, &tx, &stop, pace)
         } else {
             Err(UpdateResult::UnsupportedProtocol)
         };
@@ -225,6 +234,7 @@ fn download_coap(
     image: &PathBuf,
     tx: &Sender<DownloadMessage>,
     stop: &AtomicBool,
+    pace: Duration,
 ) -> Result<(), UpdateResult> {
     let (host_port, path) = coap::split_uri(uri, 5683).ok_or(UpdateResult::InvalidUri)?;
     let addr = host_port.to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or(UpdateResult::InvalidUri)?;
@@ -274,6 +284,7 @@ fn download_coap(
         file.write_all(&response.payload).map_err(|_| UpdateResult::NotEnoughFlash)?;
         written += response.payload.len() as u64;
         let _ = tx.send(DownloadMessage::Progress(written));
+        std::thread::sleep(pace);
         if !block.more {
             file.sync_all().map_err(|_| UpdateResult::NotEnoughFlash)?;
             return Ok(());
@@ -342,6 +353,7 @@ fn download_http(
     image: &PathBuf,
     tx: &Sender<DownloadMessage>,
     stop: &AtomicBool,
+    pace: Duration,
 ) -> Result<(), UpdateResult> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(300)))
@@ -375,6 +387,7 @@ fn download_http(
         file.write_all(&buf[..n]).map_err(|_| UpdateResult::NotEnoughFlash)?;
         written += n as u64;
         let _ = tx.send(DownloadMessage::Progress(written));
+        std::thread::sleep(pace);
     }
 }
 
@@ -950,7 +963,7 @@ impl Device {
                 FirmwareOutput::Respond(_) => {}
                 FirmwareOutput::StartDownload { uri, offset } => {
                     eprintln!("device {}: downloading {uri} from byte {offset}", self.args.endpoint);
-                    self.download = Some(start_download(uri, offset, self.image.clone()));
+                    self.download = Some(start_download(uri, offset, self.image.clone(), self.args.download_pace));
                 }
                 FirmwareOutput::AbortDownload => {
                     if let Some(download) = self.download.take() {
@@ -1070,7 +1083,7 @@ impl Device {
             match output {
                 FirmwareOutput::StartDownload { uri, offset } => {
                     eprintln!("device {}: resuming {uri} at byte {offset}", self.args.endpoint);
-                    self.download = Some(start_download(uri, offset, self.image.clone()));
+                    self.download = Some(start_download(uri, offset, self.image.clone(), self.args.download_pace));
                 }
                 FirmwareOutput::ApplyUpdate => self.reboot_at = Some(self.now()),
                 _ => {}

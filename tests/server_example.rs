@@ -150,7 +150,9 @@ fn a_device_restarted_mid_download_still_upgrades() {
     let state_arg = state.display().to_string();
     let server = server(port, &image, &["--strategy", "observe-resources"]);
     std::thread::sleep(Duration::from_millis(200));
-    let first = device(port, "restart-1", &["--state-file", &state_arg]);
+    // Paced (2 ms a block), so the download is under way for a second or
+    // more however fast the machine: the test must catch it in the middle.
+    let first = device(port, "restart-1", &["--state-file", &state_arg, "--download-pace", "2"]);
     // Wait until the state file says Downloading, then pull the plug.
     let until = Instant::now() + Duration::from_secs(20);
     loop {

@@ -229,10 +229,12 @@ impl UpgradeTask {
             }
             (_, E::Start) => {}
             (P::Finished { .. }, E::Cancel) => {}
-            // B4: a device that has the image, or fetches it, is reset.
+            // B4: a device that has the image, or fetches it, is reset (not
+            // one that shows the update done: Verifying keeps its Update Result 1).
             (phase, E::Cancel) => {
-                let reset_owed = phase.step() >= Step::Downloading
-                    || matches!(self.known.state, Some(State::Downloading | State::Downloaded));
+                let on_its_way =
+                    matches!(phase, P::Downloading | P::HoldingExecute | P::Executing { .. } | P::Updating { .. });
+                let reset_owed = on_its_way || matches!(self.known.state, Some(State::Downloading | State::Downloaded));
                 self.finish(now, Outcome::Failed(Failure::Cancelled), reset_owed);
             }
             // U12: the held Execute goes.
@@ -738,6 +740,8 @@ impl UpgradeTask {
         let time_left = self.timers.get(Timer::Upgrade).is_some_and(|deadline| now < deadline);
         if retryable && self.attempt.number < self.config.retry.max_attempts && time_left {
             self.attempt = self.attempt.next();
+            // An action the last attempt waited to resume is the old attempt's.
+            self.resume = None;
             self.events.push_back(TaskEvent::Retrying { failure, attempt: self.attempt.number });
             self.known.state = None;
             // A version seen before proves nothing about this attempt.
@@ -754,6 +758,9 @@ impl UpgradeTask {
     /// upgrade timeout, and a device that proves the update applied turns the
     /// outcome into [`Outcome::LateSuccess`].
     fn end_failed(&mut self, now: Instant, failure: Failure) {
+        if self.outcome.is_some() {
+            return;
+        }
         let may_have_applied = self.history.execute_sent
             && matches!(failure, Failure::Timeout { .. } | Failure::DownlinkFailure { .. } | Failure::Rejected { .. });
         self.finish(now, Outcome::Failed(failure), false);

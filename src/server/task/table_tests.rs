@@ -12,7 +12,7 @@ use crate::server::config::{Delivery, RetryPolicy, Strategy, UpgradeConfig};
 use crate::server::outcome::{Failure, Outcome, Step, TaskEvent};
 use crate::server::task::facts::Facts;
 use crate::server::task::requests::{Action, InFlight, Target};
-use crate::server::task::{CachedModel, Lifetime, TaskError, TaskOutput, UpgradeTask};
+use crate::server::task::{CachedModel, Known, Lifetime, TaskError, TaskOutput, UpgradeTask};
 
 const T0: Instant = Instant::ZERO;
 
@@ -758,4 +758,40 @@ fn commands_obey_the_time_rule() {
     task.cancel(secs(10)).unwrap();
     assert_eq!(failed(&task), Some(Failure::Cancelled));
     assert!(matches!(task.poll_output(), Some(TaskOutput::Event(_))));
+}
+
+#[test]
+fn a_retry_forgets_the_last_attempts_resume() {
+    let mut c = config(Strategy::ObserveResources);
+    c.resume_after_downlink_failure = true;
+    let mut task = task_in(c, Phase::Downloading, State::Downloading, UpdateResult::Initial);
+    task.on(T0, Event::Lost { action: Action::ReadFirmware, unanswered: false });
+    assert_eq!(task.resume, Some(Action::ReadFirmware));
+    task.on(T0, Event::Notification { facts: facts(State::Idle, UpdateResult::ConnectionLost) });
+    assert_eq!((task.phase, task.attempt.number, task.resume), (Phase::Inspecting, 2, None));
+    assert_eq!(task.wanted(), Some(Action::ReadFirmware), "the new attempt inspects at once");
+}
+
+#[test]
+fn a_cancel_while_verifying_keeps_update_result_1() {
+    let mut task = task_in(config(Strategy::Reads), Phase::Verifying, State::Idle, UpdateResult::Success);
+    task.on(T0, Event::Cancel);
+    assert_eq!(task.phase, Phase::Finished { reset_owed: false, watch: None });
+    let mut updating = reads(Phase::Updating { unconfirmed: false });
+    updating.on(T0, Event::Cancel);
+    assert_eq!(updating.phase, Phase::Finished { reset_owed: true, watch: None });
+}
+
+#[test]
+fn an_endless_timeout_still_retries() {
+    let mut c = config(Strategy::Reads);
+    c.timeout = Duration::MAX;
+    let mut task = UpgradeTask::new(Arc::new(c));
+    task.link.registered = true;
+    task.on(T0, Event::Start);
+    assert!(task.poll_timeout().is_some());
+    task.known = Known { state: Some(State::Idle), result: Some(UpdateResult::ConnectionLost), ..Known::default() };
+    task.phase = Phase::Downloading;
+    task.on(T0, Event::Check);
+    assert_eq!(task.attempt.number, 2);
 }

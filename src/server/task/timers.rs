@@ -29,6 +29,9 @@ impl Timer {
 /// An unarmed timer (the far future is never reached).
 const NEVER: Instant = Instant::from_millis(u64::MAX);
 
+/// The latest instant an armed timer holds.
+const LATEST: Instant = Instant::from_millis(u64::MAX - 1);
+
 /// When each timer fires, [`NEVER`] when it is not armed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -42,7 +45,8 @@ impl Default for Timers {
 
 impl Timers {
     pub fn set(&mut self, timer: Timer, at: Instant) {
-        self.0[timer as usize] = at;
+        // The far future (a saturated `Duration::MAX`) is still armed.
+        self.0[timer as usize] = at.min(LATEST);
     }
 
     pub fn stop(&mut self, timer: Timer) {
@@ -98,6 +102,10 @@ mod tests {
         assert!(!timers.is_due(Timer::Busy, Instant::from_millis(50)));
         timers.stop(Timer::Step);
         assert!(!timers.is_armed(Timer::Step));
+        // A saturated far future is armed all the same.
+        timers.set(Timer::Busy, Instant::ZERO + core::time::Duration::MAX);
+        assert!(timers.is_armed(Timer::Busy));
+        timers.stop(Timer::Busy);
         assert_eq!(timers.earliest(&Timer::ALL), Some(Instant::from_millis(90)));
     }
 }
