@@ -28,8 +28,10 @@
 
 mod config;
 mod outcome;
+mod registrations;
 mod task;
 
 pub use config::{Delivery, MAX_TRANSMIT_WAIT, RetryPolicy, Strategy, UpgradeConfig};
 pub use outcome::{Failure, Outcome, Step, TaskEvent};
+pub use registrations::{Expired, Location, Registered, RegistrationError, RegistrationLimits, Registrations};
 pub use task::{CachedModel, RequestKind, TaskError, TaskInput, TaskOutput, TaskRequest, UpgradeTask};
