@@ -37,12 +37,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
-use lwm2m_fota::model::{
-    Block, ContentFormat, Instant, Lwm2mVersion, Operation, Protocol, Registration, RequestId, ResponseCode,
-    parse_object_links,
-};
+use lwm2m_fota::model::{Block, ContentFormat, Instant, Operation, Protocol, Registration, RequestId, ResponseCode};
 use lwm2m_fota::server::{
-    Delivery, Outcome, RequestKind, Strategy, TaskEvent, TaskInput, TaskOutput, UpgradeConfig, UpgradeTask,
+    Delivery, Location, Outcome, RegistrationError, RegistrationLimits, Registrations, RequestKind, Strategy,
+    TaskEvent, TaskInput, TaskOutput, UpgradeConfig, UpgradeTask,
 };
 
 #[path = "support/coap.rs"]
@@ -168,7 +166,8 @@ struct PushState {
 struct Device {
     endpoint: String,
     addr: SocketAddr,
-    location: String,
+    /// Where its registration lives (`/rd/<location>`), while it has one.
+    location: Option<Location>,
     registration: Registration,
     task: Option<UpgradeTask>,
     started: Instant,
@@ -184,6 +183,8 @@ struct Device {
 
 struct Server {
     args: Args,
+    /// The registration interface: strict, bounded, with expiring lifetimes.
+    registrations: Registrations,
     socket: UdpSocket,
     clock: std::time::Instant,
     config: Arc<UpgradeConfig>,
@@ -266,11 +267,28 @@ impl Server {
                 }
             }
             (RequestType::Post, [rd, id]) if rd == "rd" => {
-                let location = format!("rd/{id}");
-                let Some(i) = self.devices.iter().position(|d| d.location == location) else {
+                let now = self.now();
+                let queries = coap::uri_query(packet);
+                let updated = match (Location::parse(id), std::str::from_utf8(&packet.payload)) {
+                    (None, _) => Err(RegistrationError::UnknownLocation),
+                    (Some(_), Err(_)) => Err(RegistrationError::InvalidLinks { offset: 0 }),
+                    (Some(location), Ok(links)) => self
+                        .registrations
+                        .update(now, location, queries.iter().map(String::as_str), links)
+                        .map(|registration| (location, registration.clone())),
+                };
+                let (location, registration) = match updated {
+                    Ok(updated) => updated,
+                    Err(error) => {
+                        let response = coap::response_to(packet, error.code());
+                        return self.reply(from, packet, &response);
+                    }
+                };
+                let Some(i) = self.devices.iter().position(|d| d.location == Some(location)) else {
                     let response = coap::response_to(packet, ResponseCode::NOT_FOUND);
                     return self.reply(from, packet, &response);
                 };
+                self.devices[i].registration = registration;
                 if self.devices[i].addr != from {
                     // The device moved (a NAT rebinding): its requests follow it.
                     self.devices[i].addr = from;
@@ -279,20 +297,26 @@ impl Server {
                     }
                 }
                 self.devices[i].uplinks += 1;
-                for query in coap::uri_query(packet) {
-                    if let Some(lt) = query.strip_prefix("lt=").and_then(|v| v.parse().ok()) {
-                        self.devices[i].registration.lifetime = lt;
-                    }
-                }
                 let response = coap::response_to(packet, ResponseCode::CHANGED);
                 self.reply(from, packet, &response);
                 self.input(i, TaskInput::RegistrationUpdated);
             }
             (RequestType::Delete, [rd, id]) if rd == "rd" => {
-                let location = format!("rd/{id}");
+                let now = self.now();
+                let removed = Location::parse(id)
+                    .ok_or(RegistrationError::UnknownLocation)
+                    .and_then(|location| self.registrations.deregister(now, location).map(|_| location));
+                let location = match removed {
+                    Ok(location) => location,
+                    Err(error) => {
+                        let response = coap::response_to(packet, error.code());
+                        return self.reply(from, packet, &response);
+                    }
+                };
                 let response = coap::response_to(packet, ResponseCode::DELETED);
                 self.reply(from, packet, &response);
-                if let Some(i) = self.devices.iter().position(|d| d.location == location) {
+                if let Some(i) = self.devices.iter().position(|d| d.location == Some(location)) {
+                    self.devices[i].location = None;
                     self.devices[i].uplinks += 1;
                     self.input(i, TaskInput::Deregistered);
                 }
@@ -305,48 +329,22 @@ impl Server {
     }
 
     fn register(&mut self, packet: &Packet, from: SocketAddr) {
-        let mut endpoint = None;
-        let mut lifetime = 86_400u32;
-        let mut version = Lwm2mVersion::V1_0;
-        let mut binding = String::from("U");
-        let mut queue = false;
-        for query in coap::uri_query(packet) {
-            let (name, value) = query.split_once('=').unwrap_or((&query, ""));
-            match name {
-                "ep" => endpoint = Some(value.to_string()),
-                "lt" => lifetime = value.parse().unwrap_or(lifetime),
-                "lwm2m" => match Lwm2mVersion::parse(value) {
-                    Some(v) => version = v,
-                    None => {
-                        // A version we cannot speak: the client falls back (TS 1.1 §6.2.1).
-                        let response = coap::response_to(packet, ResponseCode::PRECONDITION_FAILED);
-                        return self.reply(from, packet, &response);
-                    }
-                },
-                "b" => {
-                    binding = value.to_string();
-                    queue |= value.contains('Q');
-                }
-                "Q" => queue = true,
-                _ => {}
+        let now = self.now();
+        let queries = coap::uri_query(packet);
+        let registered = match std::str::from_utf8(&packet.payload) {
+            Ok(links) => self.registrations.register(now, queries.iter().map(String::as_str), links),
+            Err(_) => Err(RegistrationError::InvalidLinks { offset: 0 }),
+        };
+        let location = match registered {
+            Ok(registered) => registered.location,
+            Err(error) => {
+                // 4.12 for a version we cannot speak: the client falls back (TS 1.1 §6.2.1).
+                let response = coap::response_to(packet, error.code());
+                return self.reply(from, packet, &response);
             }
-        }
-        let Some(endpoint) = endpoint else {
-            let response = coap::response_to(packet, ResponseCode::BAD_REQUEST);
-            return self.reply(from, packet, &response);
         };
-        let Ok(objects) = parse_object_links(&String::from_utf8_lossy(&packet.payload)) else {
-            let response = coap::response_to(packet, ResponseCode::BAD_REQUEST);
-            return self.reply(from, packet, &response);
-        };
-        let registration = Registration {
-            endpoint: endpoint.clone(),
-            lifetime,
-            lwm2m_version: version,
-            binding,
-            queue_mode: queue,
-            objects,
-        };
+        let Some(registration) = self.registrations.at(location).cloned() else { return };
+        let endpoint = registration.endpoint.clone();
         let index = match self.devices.iter().position(|d| d.endpoint == endpoint) {
             Some(i) => i,
             None => {
@@ -355,7 +353,7 @@ impl Server {
                 self.devices.push(Device {
                     endpoint: endpoint.clone(),
                     addr: from,
-                    location: String::new(),
+                    location: None,
                     registration: registration.clone(),
                     task,
                     started: now,
@@ -369,17 +367,15 @@ impl Server {
             }
         };
         // A new registration: a new location, and the old observations are void.
-        let location = format!("rd/{}x{:08x}", index, self.ids.random() as u32);
         let device = &mut self.devices[index];
         device.addr = from;
-        device.location = location.clone();
+        device.location = Some(location);
         device.registration = registration;
         device.uplinks += 1;
         device.observations.clear();
         let mut response = coap::response_to(packet, ResponseCode::CREATED);
-        for segment in location.split('/') {
-            response.add_option(CoapOption::LocationPath, segment.as_bytes().to_vec());
-        }
+        response.add_option(CoapOption::LocationPath, b"rd".to_vec());
+        response.add_option(CoapOption::LocationPath, location.to_string().into_bytes());
         self.reply(from, packet, &response);
         self.pending.retain(|p| p.device != index);
         let registration = self.devices[index].registration.clone();
@@ -716,6 +712,14 @@ impl Server {
 
     fn tick(&mut self) {
         let now = self.now();
+        // Lifetimes that passed without an Update: the registration is gone.
+        let _ = self.registrations.handle_timeout(now);
+        while let Some(expired) = self.registrations.poll_expired() {
+            if let Some(i) = self.devices.iter().position(|d| d.location == Some(expired.location)) {
+                self.devices[i].location = None;
+                self.input(i, TaskInput::Deregistered);
+            }
+        }
         let mut failed = Vec::new();
         let mut resend = Vec::new();
         for (i, p) in self.pending.iter_mut().enumerate() {
@@ -792,6 +796,12 @@ fn main() -> ExitCode {
     config.step_timeout = Duration::from_secs(20);
     let digest = args.image.iter().fold(0u32, |h, &b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
     let mut server = Server {
+        // A lifetime ends MAX_TRANSMIT_WAIT late: the Update that renews it
+        // may be in CoAP retransmission until then.
+        registrations: Registrations::new(RegistrationLimits {
+            expiry_grace: lwm2m_fota::server::MAX_TRANSMIT_WAIT,
+            ..RegistrationLimits::default()
+        }),
         socket,
         clock: std::time::Instant::now(),
         config: Arc::new(config),

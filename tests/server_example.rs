@@ -197,3 +197,47 @@ fn server_answers_4_12_to_an_unknown_lwm2m_version() {
     drop(server);
     let _ = std::fs::remove_file(image);
 }
+
+/// The registration interface is strict (issue 11): what the example server
+/// used to accept with 2.01 or 2.02 is refused with the TS's codes.
+#[test]
+fn server_refuses_malformed_registrations() {
+    let port = free_port();
+    let image = image("strict", "2.0.0", 1000);
+    let server = Killed(server(port, &image, &[]));
+    std::thread::sleep(Duration::from_millis(300));
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    // A CON request with token 0xAB: `code`, Uri-Path segments (option 11),
+    // Uri-Query values (option 15; each under 13 bytes), then the payload.
+    let request = |message_id: u8, code: u8, path: &[&str], query: &[&str], payload: &str| {
+        let mut datagram = vec![0x41, code, 0x00, message_id, 0xAB];
+        let mut last = 0;
+        for (number, value) in path.iter().map(|p| (11, p)).chain(query.iter().map(|q| (15, q))) {
+            datagram.push(((number - last) << 4) as u8 | value.len() as u8);
+            datagram.extend_from_slice(value.as_bytes());
+            last = number;
+        }
+        if !payload.is_empty() {
+            datagram.push(0xFF);
+            datagram.extend_from_slice(payload.as_bytes());
+        }
+        socket.send_to(&datagram, ("127.0.0.1", port)).unwrap();
+        let mut buf = [0u8; 256];
+        let (n, _) = socket.recv_from(&mut buf).unwrap();
+        assert!(n >= 4);
+        assert_eq!(buf[3], message_id, "the answer to request {message_id}");
+        buf[1]
+    };
+    const POST: u8 = 0x02;
+    const DELETE: u8 = 0x04;
+    assert_eq!(request(1, POST, &["rd"], &["ep=", "lt=60"], "</5/0>"), 0x80, "empty ep: 4.00");
+    assert_eq!(request(2, POST, &["rd"], &["ep=x", "lt=abc"], "</5/0>"), 0x80, "lt=abc: 4.00");
+    assert_eq!(request(3, POST, &["rd"], &["ep=x", "lt=-1"], "</5/0>"), 0x80, "lt=-1: 4.00");
+    assert_eq!(request(4, POST, &["rd"], &["ep=x"], "</5/x>"), 0x80, "broken link format: 4.00");
+    assert_eq!(request(5, DELETE, &["rd", "ff"], &[], ""), 0x84, "DELETE of an unknown location: 4.04");
+    assert_eq!(request(6, POST, &["rd", "zz"], &[], ""), 0x84, "Update of an unknown location: 4.04");
+    assert_eq!(request(7, POST, &["rd"], &["ep=x", "lt=60"], "</5/0>"), 0x41, "a good one: 2.01");
+    drop(server);
+    let _ = std::fs::remove_file(image);
+}
