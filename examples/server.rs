@@ -39,8 +39,8 @@ use std::time::Duration;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use lwm2m_fota::model::{Block, ContentFormat, Instant, Operation, Protocol, Registration, RequestId, ResponseCode};
 use lwm2m_fota::server::{
-    Delivery, Location, Outcome, RegistrationError, RegistrationLimits, Registrations, RequestKind, Strategy,
-    TaskEvent, TaskInput, TaskOutput, UpgradeConfig, UpgradeTask,
+    Delivery, Location, MAX_BLOCK_SIZE, MemoryImage, Outcome, RegistrationError, RegistrationLimits, Registrations,
+    RequestKind, Strategy, TaskEvent, TaskInput, TaskOutput, UpgradeConfig, UpgradeTask, serve_block,
 };
 
 #[path = "support/coap.rs"]
@@ -193,7 +193,8 @@ struct Server {
     ids: coap::Ids,
     finished: usize,
     all_succeeded: bool,
-    etag: [u8; 4],
+    /// The image as `/fw/<name>` serves it.
+    image: MemoryImage,
     recent: Vec<(SocketAddr, u16, Vec<u8>)>,
     /// Exchanges answered lately (address, token): a retransmitted
     /// confirmable separate response gets its ACK again.
@@ -391,28 +392,25 @@ impl Server {
         self.drain(index);
     }
 
-    /// Serves the image over CoAP Block2 (RFC 7959) with ETag and Size2.
+    /// Serves the image over CoAP Block2 (RFC 7959) with ETag and Size2
+    /// (`server::serve_block`: 4.00 for the reserved SZX 7 or a block past the end).
     fn serve_block(&mut self, packet: &Packet, from: SocketAddr) {
-        let requested = coap::block(packet, CoapOption::Block2).unwrap_or(Block { number: 0, more: false, size: 1024 });
-        let size = requested.size.min(1024);
-        let offset = requested.offset() as usize;
-        if offset > self.args.image.len() {
-            let response = coap::response_to(packet, ResponseCode::BAD_REQUEST);
-            return self.reply(from, packet, &response);
-        }
-        let end = (offset + size as usize).min(self.args.image.len());
-        let mut response = coap::response_to(packet, ResponseCode::CONTENT);
-        coap::set_content_format(&mut response, ContentFormat::Opaque);
-        response.add_option(CoapOption::ETag, self.etag.to_vec());
-        coap::set_block(
-            &mut response,
-            CoapOption::Block2,
-            Block { number: requested.number, more: end < self.args.image.len(), size },
-        );
-        if requested.number == 0 {
-            coap::set_uint(&mut response, CoapOption::Size2, self.args.image.len() as u64);
-        }
-        response.payload = self.args.image[offset..end].to_vec();
+        let block2 = coap::uint(packet, CoapOption::Block2);
+        let mut payload = Vec::new();
+        let response = match serve_block(&self.image, block2, MAX_BLOCK_SIZE, &mut payload) {
+            Ok(served) => {
+                let mut response = coap::response_to(packet, ResponseCode::CONTENT);
+                coap::set_content_format(&mut response, ContentFormat::Opaque);
+                response.add_option(CoapOption::ETag, served.etag.to_vec());
+                coap::set_block(&mut response, CoapOption::Block2, served.block);
+                if let Some(size) = served.size2 {
+                    coap::set_uint(&mut response, CoapOption::Size2, size);
+                }
+                response.payload = payload;
+                response
+            }
+            Err(code) => coap::response_to(packet, code),
+        };
         self.reply(from, packet, &response);
     }
 
@@ -794,7 +792,6 @@ fn main() -> ExitCode {
     config.timeout = args.timeout;
     config.target_version = args.target_version.clone();
     config.step_timeout = Duration::from_secs(20);
-    let digest = args.image.iter().fold(0u32, |h, &b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
     let mut server = Server {
         // A lifetime ends MAX_TRANSMIT_WAIT late: the Update that renews it
         // may be in CoAP retransmission until then.
@@ -810,7 +807,7 @@ fn main() -> ExitCode {
         ids: coap::Ids::new(),
         finished: 0,
         all_succeeded: true,
-        etag: digest.to_be_bytes(),
+        image: MemoryImage::new(args.image.clone()),
         recent: Vec::new(),
         answered: std::collections::VecDeque::new(),
         unmatched: 0,
