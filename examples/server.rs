@@ -37,10 +37,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
-use lwm2m_fota::model::{Block, ContentFormat, Instant, Operation, Protocol, Registration, RequestId, ResponseCode};
+use lwm2m_fota::model::{ContentFormat, Instant, Operation, Protocol, Registration, RequestId, ResponseCode};
 use lwm2m_fota::server::{
-    Delivery, Location, MAX_BLOCK_SIZE, MemoryImage, Outcome, RegistrationError, RegistrationLimits, Registrations,
-    RequestKind, Strategy, TaskEvent, TaskInput, TaskOutput, UpgradeConfig, UpgradeTask, serve_block,
+    Delivery, Location, MAX_BLOCK_SIZE, MemoryImage, Outcome, PushStep, RegistrationError, RegistrationLimits,
+    Registrations, RequestKind, Strategy, TaskEvent, TaskInput, TaskOutput, UpgradeConfig, UpgradeTask, WireBlock,
+    serve_block,
 };
 
 #[path = "support/coap.rs"]
@@ -149,18 +150,10 @@ struct Pending {
     message_id: u16,
     datagram: Vec<u8>,
     retransmission: coap::Retransmission,
-    /// Push: the block as the task asked for it, split when the device wants smaller ones.
-    push: Option<PushState>,
+    /// Push: the task's block on the wire (`server::WireBlock` splits it when
+    /// the device wants smaller ones).
+    push: Option<WireBlock>,
     observe: bool,
-}
-
-#[derive(Clone, Copy)]
-struct PushState {
-    /// The task's block.
-    task_block: Block,
-    total: u64,
-    /// The block actually on the wire (smaller after a 4.13 or a smaller SZX in 2.31).
-    wire: Block,
 }
 
 struct Device {
@@ -502,35 +495,31 @@ impl Server {
         self.input(device, TaskInput::Response { id: pending.request, code, format, payload: &packet.payload });
     }
 
-    /// Block-wise push bookkeeping: returns true when the task's block needs
-    /// more wire blocks (the device asked for smaller ones).
+    /// Block-wise push bookkeeping (`server::WireBlock` decides what a 2.31
+    /// or 4.13 means): returns true when the task's block needs more wire
+    /// blocks, false when the task hears the answer.
     fn continue_push(
         &mut self,
         device: usize,
         request: RequestId,
-        push: PushState,
+        push: WireBlock,
         code: ResponseCode,
         packet: &Packet,
     ) -> bool {
-        let task_end = (push.task_block.offset() + u64::from(push.task_block.size)).min(push.total);
-        let device_size = coap::block(packet, CoapOption::Block1).map(|b| b.size).filter(|s| *s < push.wire.size);
-        let next_size = match code {
-            ResponseCode::REQUEST_ENTITY_TOO_LARGE if push.wire.size > 16 => {
-                // Renegotiate: a smaller block at the same offset (RFC 7959 §2.9.3).
-                Some((push.wire.offset(), device_size.unwrap_or(push.wire.size / 2)))
+        let block1 = coap::block(packet, CoapOption::Block1);
+        let size1 = coap::uint(packet, CoapOption::Size1);
+        if let Some(size) = block1.map(|b| b.size).filter(|size| *size < self.devices[device].push_size) {
+            // The device's size for the task's next blocks too.
+            self.devices[device].push_size = size.max(16);
+        }
+        match push.answer(code, block1, size1) {
+            PushStep::Answer(_) => false,
+            PushStep::Send(next) => {
+                self.devices[device].push_size = next.size();
+                self.send_block(device, request, next);
+                true
             }
-            ResponseCode::CONTINUE => {
-                let sent_end = (push.wire.offset() + u64::from(push.wire.size)).min(push.total);
-                (sent_end < task_end).then(|| (sent_end, device_size.unwrap_or(push.wire.size)))
-            }
-            _ => None,
-        };
-        let Some((offset, size)) = next_size else { return false };
-        self.devices[device].push_size = size;
-        let block =
-            Block { number: (offset / u64::from(size)) as u32, more: offset + u64::from(size) < push.total, size };
-        self.send_block(device, request, PushState { wire: block, ..push });
-        true
+        }
     }
 
     fn input(&mut self, device: usize, input: TaskInput<'_>) {
@@ -548,11 +537,10 @@ impl Server {
             match output {
                 TaskOutput::Request(request) => match request.kind {
                     RequestKind::Operation(operation) => self.send_operation(device, request.id, operation),
-                    RequestKind::PackageBlock { block, total_size } => self.send_block(
-                        device,
-                        request.id,
-                        PushState { task_block: block, total: total_size, wire: block },
-                    ),
+                    RequestKind::PackageBlock { block, total_size } => {
+                        let push = WireBlock::new(block, total_size, self.devices[device].push_size);
+                        self.send_block(device, request.id, push)
+                    }
                 },
                 TaskOutput::Event(event) => self.log_event(device, &event),
             }
@@ -620,16 +608,15 @@ impl Server {
         self.transmit(device, request, message_id, token, coap::bytes(&packet), None, observe);
     }
 
-    fn send_block(&mut self, device: usize, request: RequestId, push: PushState) {
+    fn send_block(&mut self, device: usize, request: RequestId, push: WireBlock) {
         let (message_id, token) = self.new_exchange();
         let mut packet = coap::request(MessageType::Confirmable, RequestType::Put, message_id, &token);
         coap::set_path(&mut packet, &lwm2m_fota::model::Path::resource(5, 0, 0));
         coap::set_content_format(&mut packet, ContentFormat::Opaque);
-        coap::set_block(&mut packet, CoapOption::Block1, push.wire);
-        coap::set_uint(&mut packet, CoapOption::Size1, push.total);
-        let start = push.wire.offset().min(push.total) as usize;
-        let end = (push.wire.offset() + u64::from(push.wire.size)).min(push.total) as usize;
-        packet.payload = self.args.image[start..end].to_vec();
+        coap::set_block(&mut packet, CoapOption::Block1, push.block());
+        coap::set_uint(&mut packet, CoapOption::Size1, push.total());
+        let (start, end) = push.range();
+        packet.payload = self.args.image[start as usize..end as usize].to_vec();
         self.transmit(device, request, message_id, token, coap::bytes(&packet), Some(push), false);
     }
 
@@ -641,7 +628,7 @@ impl Server {
         message_id: u16,
         token: Vec<u8>,
         datagram: Vec<u8>,
-        push: Option<PushState>,
+        push: Option<WireBlock>,
         observe: bool,
     ) {
         let now = self.now();

@@ -29,11 +29,13 @@
 mod config;
 mod image;
 mod outcome;
+mod push;
 mod registrations;
 mod task;
 
 pub use config::{Delivery, MAX_TRANSMIT_WAIT, RetryPolicy, Strategy, UpgradeConfig};
 pub use image::{ImageReadError, ImageSource, MAX_BLOCK_SIZE, MemoryImage, ServedBlock, serve_block};
 pub use outcome::{Failure, Outcome, Step, TaskEvent};
+pub use push::{PushStep, WireBlock};
 pub use registrations::{Expired, Location, Registered, RegistrationError, RegistrationLimits, Registrations};
 pub use task::{CachedModel, RequestKind, TaskError, TaskInput, TaskOutput, TaskRequest, UpgradeTask};
