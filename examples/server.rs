@@ -39,9 +39,9 @@ use std::time::Duration;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use lwm2m_fota::model::{ContentFormat, Instant, Operation, Protocol, Registration, RequestId, ResponseCode};
 use lwm2m_fota::server::{
-    Delivery, Location, MAX_BLOCK_SIZE, MemoryImage, Outcome, PushStep, RegistrationError, RegistrationLimits,
-    Registrations, RequestKind, Strategy, TaskEvent, TaskInput, TaskOutput, UpgradeConfig, UpgradeTask, WireBlock,
-    serve_block,
+    Delivery, Location, MAX_BLOCK_SIZE, MemoryImage, ObserveSequence, Outcome, PushStep, RegistrationError,
+    RegistrationLimits, Registrations, RequestKind, Strategy, TaskEvent, TaskInput, TaskOutput, UpgradeConfig,
+    UpgradeTask, WireBlock, serve_block,
 };
 
 #[path = "support/coap.rs"]
@@ -427,7 +427,8 @@ impl Server {
                 self.devices[i].uplinks += 1;
                 let now = self.now();
                 let sequence = coap::observe(packet).unwrap_or(0);
-                if !fresher(last, at, sequence, now) {
+                let last = ObserveSequence { value: last as u32, at };
+                if !last.is_older_than(sequence as u32, now) {
                     // An older notification overtaken by a newer one: ignore it.
                     return;
                 }
@@ -815,13 +816,6 @@ fn main() -> ExitCode {
         server.unmatched, server.unmatched_foreign
     );
     if server.all_succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE }
-}
-
-/// RFC 7641 §3.4: is notification `v2`, received at `t2`, newer than `v1`
-/// received at `t1`? Sequence numbers are 24-bit and wrap.
-fn fresher(v1: u64, t1: Instant, v2: u64, t2: Instant) -> bool {
-    const HALF: u64 = 1 << 23;
-    (v1 < v2 && v2 - v1 < HALF) || (v1 > v2 && v1 - v2 > HALF) || t2 > t1 + Duration::from_secs(128)
 }
 
 /// Plain HTTP/1.1 with tiny_http, honouring a `Range: bytes=N-` header.

@@ -27,6 +27,7 @@
 //! ```
 
 mod config;
+mod freshness;
 mod image;
 mod outcome;
 mod push;
@@ -34,6 +35,7 @@ mod registrations;
 mod task;
 
 pub use config::{Delivery, MAX_TRANSMIT_WAIT, RetryPolicy, Strategy, UpgradeConfig};
+pub use freshness::{OBSERVE_SEQUENCE_LIFETIME, ObserveSequence};
 pub use image::{ImageReadError, ImageSource, MAX_BLOCK_SIZE, MemoryImage, ServedBlock, serve_block};
 pub use outcome::{Failure, Outcome, Step, TaskEvent};
 pub use push::{PushStep, WireBlock};
