@@ -418,7 +418,6 @@ struct Device {
     firmware: FirmwareUpdate,
     /// What the /5 object asked for while a request was being answered, acted
     /// on once the answer is out.
-    firmware_outputs: VecDeque<FirmwareOutput>,
     firmware_version: String,
     sink: FileSink,
     image: PathBuf,
@@ -479,7 +478,6 @@ impl Device {
             clock: std::time::Instant::now(),
             clock_origin: firmware.last_input_time(),
             firmware,
-            firmware_outputs: VecDeque::new(),
             firmware_version,
             sink: FileSink { path: image.clone(), file: None },
             image,
@@ -871,7 +869,7 @@ impl Device {
                 None => block,
             };
             let input = FirmwareInput::WritePackageBlock { block, sink: &mut self.sink };
-            let code = firmware_request(&mut self.firmware, &mut self.firmware_outputs, now, input);
+            let code = answer(&mut self.firmware, now, input);
             let mut response = coap::response_to(request, code);
             if let Some(b) = block1 {
                 if code == ResponseCode::CONTINUE || code == ResponseCode::CHANGED {
@@ -893,7 +891,7 @@ impl Device {
             let result = match (record.path.object_id(), record.path.resource_id()) {
                 (Some(5), Some(resource)) => {
                     let input = FirmwareInput::Write { resource, value: &record.value };
-                    firmware_request(&mut self.firmware, &mut self.firmware_outputs, now, input)
+                    answer(&mut self.firmware, now, input)
                 }
                 (Some(1), Some(1)) => match record.value.as_i64() {
                     Some(lifetime) if lifetime > 0 => {
@@ -916,12 +914,7 @@ impl Device {
 
     fn execute(&mut self, request: &Packet, path: &Path, now: Instant) -> Packet {
         let code = match (path.object_id(), path.instance_id(), path.resource_id()) {
-            (Some(5), Some(0), Some(resource)) => firmware_request(
-                &mut self.firmware,
-                &mut self.firmware_outputs,
-                now,
-                FirmwareInput::Execute { resource },
-            ),
+            (Some(5), Some(0), Some(resource)) => answer(&mut self.firmware, now, FirmwareInput::Execute { resource }),
             (Some(3), Some(0), Some(4)) => {
                 self.reboot_at = Some(now + Duration::from_millis(300));
                 ResponseCode::CHANGED
@@ -957,9 +950,9 @@ impl Device {
     fn drain_events(&mut self) {
         // One step's changes go out in one notification per observation.
         let mut changed = 0u32;
-        while let Some(output) = self.firmware_outputs.pop_front().or_else(|| self.firmware.poll_output()) {
+        while let Some(output) = self.firmware.poll_output() {
             match output {
-                // Answers are taken where the request is handled (`firmware_request`).
+                // Answers are taken where the request is handled (`FirmwareUpdate::request`).
                 FirmwareOutput::Respond(_) => {}
                 FirmwareOutput::StartDownload { uri, offset } => {
                     eprintln!("device {}: downloading {uri} from byte {offset}", self.args.endpoint);
@@ -1000,7 +993,6 @@ impl Device {
         }
         self.persist();
         // Drop events raised while "down"; a Send follows the new registration.
-        self.firmware_outputs.clear();
         while self.firmware.poll_output().is_some() {}
         self.send_after_register = true;
         self.register();
@@ -1104,27 +1096,16 @@ impl Device {
     }
 }
 
-/// Hands a server request to the /5 object and returns its answer. What else
-/// the request asks for waits in `later` until the answer is out.
-fn firmware_request(
-    firmware: &mut FirmwareUpdate,
-    later: &mut VecDeque<FirmwareOutput>,
-    now: Instant,
-    input: FirmwareInput<'_>,
-) -> ResponseCode {
-    if let Err(error) = firmware.handle(now, input) {
-        // Only time going backwards; the clock above is monotonic.
-        eprintln!("device: /5 refused a request: {error}");
-        return ResponseCode::INTERNAL_SERVER_ERROR;
-    }
-    let mut code = ResponseCode::INTERNAL_SERVER_ERROR;
-    while let Some(output) = firmware.poll_output() {
-        match output {
-            FirmwareOutput::Respond(answer) => code = answer,
-            other => later.push_back(other),
+/// The /5 object's answer to a server request (5.00 if it refused the
+/// request's time, which the monotonic clock above never makes it do).
+fn answer(firmware: &mut FirmwareUpdate, now: Instant, input: FirmwareInput<'_>) -> ResponseCode {
+    match firmware.request(now, input) {
+        Ok(code) => code.unwrap_or(ResponseCode::INTERNAL_SERVER_ERROR),
+        Err(error) => {
+            eprintln!("device: /5 refused a request: {error}");
+            ResponseCode::INTERNAL_SERVER_ERROR
         }
     }
-    code
 }
 
 fn main() -> std::process::ExitCode {

@@ -535,6 +535,25 @@ impl FirmwareUpdate {
         Ok(())
     }
 
+    /// A server request answered at once: [`handle`](Self::handle), then its
+    /// [`FirmwareOutput::Respond`] is taken out of the outputs and returned
+    /// (`None` for a firmware report, which has no answer). What the request
+    /// set in motion stays queued for [`poll_output`](Self::poll_output), in order.
+    ///
+    /// # Errors
+    /// As [`handle`](Self::handle).
+    pub fn request(&mut self, now: Instant, input: FirmwareInput<'_>) -> Result<Option<ResponseCode>, FirmwareError> {
+        let first = self.outputs.len();
+        self.handle(now, input)?;
+        match self.outputs.get(first) {
+            Some(&FirmwareOutput::Respond(code)) => {
+                self.outputs.remove(first);
+                Ok(Some(code))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Fires due deadlines: a deferral whose time is up starts the update
     /// (Maximum Defer Period). A spurious call is harmless.
     ///

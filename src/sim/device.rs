@@ -132,7 +132,6 @@ pub struct SimDevice {
     firmware: FirmwareUpdate,
     /// What the /5 object asked for while a request was being answered, acted
     /// on once the answer is out (its `Respond` already taken).
-    firmware_outputs: VecDeque<FirmwareOutput>,
     firmware_version: String,
     sink: HeadSink,
     rng: Rng,
@@ -185,7 +184,6 @@ impl SimDevice {
             id,
             profile,
             firmware: FirmwareUpdate::new(config),
-            firmware_outputs: VecDeque::new(),
             firmware_version: firmware_version.to_string(),
             sink: HeadSink::default(),
             rng,
@@ -433,12 +431,8 @@ impl SimDevice {
                 }
                 let number = block.number;
                 let block = PackageBlock { number, more: block.more, size: block.size, data: &payload, total_size };
-                let code = firmware_request(
-                    &mut self.firmware,
-                    &mut self.firmware_outputs,
-                    now,
-                    FirmwareInput::WritePackageBlock { block, sink: &mut self.sink },
-                );
+                let code =
+                    answer(&mut self.firmware, now, FirmwareInput::WritePackageBlock { block, sink: &mut self.sink });
                 // Block 0 starts a push afresh; anything but 2.31 ends it.
                 self.pushed_block = (code == ResponseCode::CONTINUE).then(|| match self.pushed_block {
                     Some(highest) if number > 0 => highest.max(number),
@@ -447,12 +441,9 @@ impl SimDevice {
                 empty(code)
             }
             Operation::Execute { path } => match (path.object_id(), path.resource_id()) {
-                (Some(5), Some(resource)) if path.instance_id() == Some(0) => empty(firmware_request(
-                    &mut self.firmware,
-                    &mut self.firmware_outputs,
-                    now,
-                    FirmwareInput::Execute { resource },
-                )),
+                (Some(5), Some(resource)) if path.instance_id() == Some(0) => {
+                    empty(answer(&mut self.firmware, now, FirmwareInput::Execute { resource }))
+                }
                 (Some(3), Some(4)) => {
                     // Reboot: answer first, then go down.
                     self.reboot_at = Some(now);
@@ -472,12 +463,7 @@ impl SimDevice {
         }
         if *path == Path::resource(5, 0, 0) && matches!(format, ContentFormat::Opaque) {
             let block = PackageBlock::whole(payload);
-            return firmware_request(
-                &mut self.firmware,
-                &mut self.firmware_outputs,
-                now,
-                FirmwareInput::WritePackageBlock { block, sink: &mut self.sink },
-            );
+            return answer(&mut self.firmware, now, FirmwareInput::WritePackageBlock { block, sink: &mut self.sink });
         }
         let registry = Registry::default();
         let Ok(records) = codec::decode(format, path, payload, &registry, &DecodeOptions::default()) else {
@@ -489,19 +475,9 @@ impl SimDevice {
             let result = match (resource, &record.value) {
                 (0, Value::Opaque(bytes)) => {
                     let block = PackageBlock::whole(bytes);
-                    firmware_request(
-                        &mut self.firmware,
-                        &mut self.firmware_outputs,
-                        now,
-                        FirmwareInput::WritePackageBlock { block, sink: &mut self.sink },
-                    )
+                    answer(&mut self.firmware, now, FirmwareInput::WritePackageBlock { block, sink: &mut self.sink })
                 }
-                (_, value) => firmware_request(
-                    &mut self.firmware,
-                    &mut self.firmware_outputs,
-                    now,
-                    FirmwareInput::Write { resource, value },
-                ),
+                (_, value) => answer(&mut self.firmware, now, FirmwareInput::Write { resource, value }),
             };
             if !result.is_success() {
                 code = result;
@@ -592,9 +568,9 @@ impl SimDevice {
     fn drain_firmware(&mut self, now: Instant, images: &ImageStore) {
         // Changes of one step are notified together, as clients coalesce them.
         let mut changed = 0u32;
-        while let Some(output) = self.firmware_outputs.pop_front().or_else(|| self.firmware.poll_output()) {
+        while let Some(output) = self.firmware.poll_output() {
             match output {
-                // Answers are taken where the request is handled (`firmware_request`).
+                // Answers are taken where the request is handled (`FirmwareUpdate::request`).
                 FirmwareOutput::Respond(_) => {}
                 FirmwareOutput::StartDownload { uri, offset } => self.start_download(now, &uri, offset, images),
                 FirmwareOutput::AbortDownload => self.download = None,
@@ -738,24 +714,8 @@ impl SimDevice {
     }
 }
 
-/// Hands a server request to the /5 object and returns its answer. What else
-/// the request asks for waits in `later` until the answer is out.
-fn firmware_request(
-    firmware: &mut FirmwareUpdate,
-    later: &mut VecDeque<FirmwareOutput>,
-    now: Instant,
-    input: FirmwareInput<'_>,
-) -> ResponseCode {
-    if firmware.handle(now, input).is_err() {
-        // Only time going backwards, which the simulation's clock never does.
-        return ResponseCode::INTERNAL_SERVER_ERROR;
-    }
-    let mut code = ResponseCode::INTERNAL_SERVER_ERROR;
-    while let Some(output) = firmware.poll_output() {
-        match output {
-            FirmwareOutput::Respond(answer) => code = answer,
-            other => later.push_back(other),
-        }
-    }
-    code
+/// The /5 object's answer to a server request (5.00 if it refused the
+/// request's time, which the simulation's clock never makes it do).
+fn answer(firmware: &mut FirmwareUpdate, now: Instant, input: FirmwareInput<'_>) -> ResponseCode {
+    firmware.request(now, input).ok().flatten().unwrap_or(ResponseCode::INTERNAL_SERVER_ERROR)
 }

@@ -901,3 +901,21 @@ fn send_on_change_follows_every_state_or_result_change() {
     let outcome = give(&mut fw, write(1, &Value::string("https://h/fw"))).unwrap();
     assert_eq!(outcome.outputs, [O::Persist]);
 }
+
+#[test]
+fn request_takes_the_answer_out_and_leaves_the_rest_queued_in_order() {
+    let mut fw = at(Phase::Idle, R::Initial);
+    let uri = Value::string("coap://fw.example/v2.bin");
+    // An output of an earlier input still waits: the answer is not first in the queue.
+    fw.set_package_info("fw", "2");
+    let earlier: Vec<FirmwareOutput> = fw.outputs.iter().cloned().collect();
+    assert_eq!(fw.request(Instant::from_millis(1), write(1, &uri)), Ok(Some(Code::CHANGED)));
+    let rest: Vec<FirmwareOutput> = core::iter::from_fn(|| fw.poll_output()).collect();
+    assert_eq!(rest[..earlier.len()], earlier[..]);
+    assert!(rest.iter().all(|o| !matches!(o, O::Respond(_))));
+    assert!(rest.iter().any(|o| matches!(o, O::StartDownload { .. })));
+    // A report has no answer; time going backwards is the same error as handle's.
+    let mut downloading = at(Phase::Downloading(pull(0)), R::Initial);
+    assert_eq!(downloading.request(Instant::from_millis(1), FirmwareInput::DownloadCompleted), Ok(None));
+    assert_eq!(downloading.request(Instant::ZERO, write(1, &uri)), Err(FirmwareError::TimeWentBackwards));
+}
