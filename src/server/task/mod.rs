@@ -314,12 +314,7 @@ impl UpgradeTask {
                 if code == ResponseCode::SERVICE_UNAVAILABLE {
                     Event::Busy { action, max_age: None }
                 } else {
-                    let requested = match action {
-                        Action::ReadFirmware => Some(crate::model::Path::instance(5, 0)),
-                        Action::ReadVersion => Some(crate::model::Path::resource(3, 0, 3)),
-                        Action::Observe(target) => Some(target.path()),
-                        _ => None,
-                    };
+                    let requested = action.looked_at();
                     let mut facts = Facts::default();
                     let decoded = match (requested, format) {
                         (Some(path), Some(format)) if code == ResponseCode::CONTENT => {

@@ -25,7 +25,17 @@ pub(super) enum Action {
 impl Action {
     /// A request that only looks at the device.
     pub fn looks(self) -> bool {
-        matches!(self, Action::ReadFirmware | Action::ReadVersion | Action::Observe(_))
+        self.looked_at().is_some()
+    }
+
+    /// What a look reads or observes (its answer's payload is about this path).
+    pub fn looked_at(self) -> Option<Path> {
+        match self {
+            Action::ReadFirmware => Some(Path::instance(5, 0)),
+            Action::ReadVersion => Some(Path::resource(3, 0, 3)),
+            Action::Observe(target) => Some(target.path()),
+            _ => None,
+        }
     }
 }
 
@@ -150,8 +160,9 @@ pub(super) fn request_for(
         RequestKind::Operation(Operation::Write { path, format: ContentFormat::Text, payload })
     };
     match action {
-        Action::ReadFirmware => RequestKind::Operation(Operation::Read { path: Path::instance(5, 0), accept: None }),
-        Action::ReadVersion => RequestKind::Operation(Operation::Read { path: Path::resource(3, 0, 3), accept: None }),
+        Action::ReadFirmware | Action::ReadVersion => {
+            RequestKind::Operation(Operation::Read { path: action.looked_at().unwrap_or(Path::ROOT), accept: None })
+        }
         Action::Reset => write(Path::resource(5, 0, 1), Bytes::new()),
         Action::WriteLifetime | Action::RestoreLifetime => {
             let seconds = if action == Action::WriteLifetime {

@@ -187,9 +187,6 @@ impl UpgradeTask {
     fn transition(&mut self, now: Instant, event: Event<'_>) {
         use Event as E;
         use Phase as P;
-        // The step the event arrives in (for failures' reasons); computed
-        // only by the arms that need it.
-        let step = |task: &UpgradeTask| task.phase.step();
         // (The first arm matches any phase: the dispatch tests the event first.)
         match (self.phase, event) {
             // ----- reports (S2–S5) -----
@@ -251,7 +248,7 @@ impl UpgradeTask {
                     // The device registered again after an Execute: it went
                     // down to install, so the Execute is taken as delivered
                     // (and sent again only if the device still shows Downloaded).
-                    Some(Action::Execute) if step(self) != Step::Finished => self.execute_unanswered(now),
+                    Some(Action::Execute) if self.phase.step() != Step::Finished => self.execute_unanswered(now),
                     // Observations are established again with the new registration.
                     Some(Action::Observe(_)) | None => {}
                     // Anything else is simply asked again (B10: a push at the same block).
@@ -286,7 +283,7 @@ impl UpgradeTask {
             }
             // A look refused (4.05 to Observe under S2, say): the strategy cannot work.
             (_, E::Answer { action, code, .. }) if action.looks() && code != ResponseCode::CONTENT => {
-                self.fail(now, Failure::Rejected { step: step(self), code });
+                self.fail(now, Failure::Rejected { step: self.phase.step(), code });
             }
             // The look after an ambiguous refusal: complete with the Read's
             // answer, or under S5 with both new observations' first answers.
@@ -308,7 +305,7 @@ impl UpgradeTask {
                     _ => false,
                 };
                 let look = Look { code: look.code, seen };
-                let reject = Failure::Rejected { step: step(self), code: look.code };
+                let reject = Failure::Rejected { step: self.phase.step(), code: look.code };
                 match (phase, complete) {
                     (P::WritingUri { .. }, false) => self.phase = P::WritingUri { look: Some(look) },
                     (P::Executing { .. }, false) => self.phase = P::Executing { look: Some(look) },
@@ -427,7 +424,7 @@ impl UpgradeTask {
                 self.known.state = Some(State::Updating);
             }
             (P::Resetting, E::Answer { action: Action::Reset, code, .. }) => {
-                self.fail(now, Failure::Rejected { step: step(self), code })
+                self.fail(now, Failure::Rejected { step: self.phase.step(), code })
             }
             // U11: best effort, whatever the answer.
             (_, E::Answer { action: Action::WriteLifetime, .. }) => self.link.lifetime = Lifetime::Extended,
@@ -449,7 +446,7 @@ impl UpgradeTask {
             // Anjay answers 4.00 with Update Result 9 for an unsupported scheme.
             (P::WritingUri { .. }, E::Answer { action: Action::WriteUri, code, .. }) => {
                 self.attempt.read_owed = true;
-                self.fail(now, Failure::Rejected { step: step(self), code });
+                self.fail(now, Failure::Rejected { step: self.phase.step(), code });
             }
             // U2 push, B10: the device holds one more block.
             (
@@ -486,7 +483,7 @@ impl UpgradeTask {
                 self.phase = P::Pushing { next_block: number, restarts, look: Some(Look { code, seen: None }) };
             }
             (P::Pushing { .. }, E::Answer { action: Action::PushBlock(_), code, .. }) => {
-                self.fail(now, Failure::Rejected { step: step(self), code })
+                self.fail(now, Failure::Rejected { step: self.phase.step(), code })
             }
             // T7: the device installs.
             (P::Executing { .. }, E::Answer { action: Action::Execute, code: ResponseCode::CHANGED, .. }) => {
@@ -505,7 +502,7 @@ impl UpgradeTask {
                 self.phase = P::Executing { look: Some(Look { code, seen: None }) };
             }
             (P::Executing { .. }, E::Answer { action: Action::Execute, code, .. }) => {
-                self.fail(now, Failure::Rejected { step: step(self), code })
+                self.fail(now, Failure::Rejected { step: self.phase.step(), code })
             }
             // An answer to a request of another phase (nothing in flight
             // outlives its phase but a look): nothing to do.
@@ -540,7 +537,7 @@ impl UpgradeTask {
                 self.resume_action(action);
             }
             // Two in a row are a downlink failure.
-            (_, E::Lost { .. }) => self.fail(now, Failure::DownlinkFailure { step: step(self) }),
+            (_, E::Lost { .. }) => self.fail(now, Failure::DownlinkFailure { step: self.phase.step() }),
 
             // ----- deadlines -----
 
@@ -552,7 +549,7 @@ impl UpgradeTask {
             // U1.
             (_, E::Timer(Timer::Upgrade)) => {
                 let no_send_received = self.strategy() == Strategy::Send && !self.history.seen_send;
-                self.end_failed(now, Failure::Timeout { step: step(self), no_send_received });
+                self.end_failed(now, Failure::Timeout { step: self.phase.step(), no_send_received });
             }
             // The request timer is taken as the request lost (`Event::Lost`).
             (_, E::Timer(Timer::Request)) => {}
@@ -563,7 +560,7 @@ impl UpgradeTask {
                     // S5 never reads: observe again, whose answer carries the value.
                     Strategy::ObserveOnly => self.refresh_state(),
                     // S4 reads only what Sends lack: a device that never sent waits.
-                    Strategy::Send if !self.history.seen_send && step(self) != Step::Inspecting => {}
+                    Strategy::Send if !self.history.seen_send && self.phase.step() != Step::Inspecting => {}
                     _ => self.attempt.read_owed = true,
                 }
             }
