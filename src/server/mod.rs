@@ -27,6 +27,7 @@
 //! ```
 
 mod config;
+mod endpoint;
 mod freshness;
 mod image;
 mod outcome;
@@ -35,6 +36,11 @@ mod registrations;
 mod task;
 
 pub use config::{Delivery, MAX_TRANSMIT_WAIT, RetryPolicy, Strategy, UpgradeConfig};
+pub use endpoint::{
+    DeviceId, DeviceRequest, DeviceResponse, DeviceView, DownlinkRequest, Endpoint, EndpointConfig, EndpointError,
+    EndpointEvent, EndpointOutput, EndpointStats, Method, Reply, ResponseVerdict, Token, Transmit, block_value,
+    parse_block,
+};
 pub use freshness::{OBSERVE_SEQUENCE_LIFETIME, ObserveSequence};
 pub use image::{ImageReadError, ImageSource, MAX_BLOCK_SIZE, MemoryImage, ServedBlock, serve_block};
 pub use outcome::{Failure, Outcome, Step, TaskEvent};
