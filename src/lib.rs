@@ -48,6 +48,8 @@ extern crate alloc;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+#[cfg(feature = "coap")]
+pub mod coap;
 pub mod codec;
 pub mod device;
 pub mod model;
