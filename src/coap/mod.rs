@@ -39,6 +39,10 @@
 //! assert!(binding.poll_event().is_none());
 //! ```
 
+pub mod client;
+
+pub use client::{ClientBinding, ClientEvent, RequestHandle, Target, Uplink};
+
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::Arc;

@@ -155,6 +155,18 @@ pub struct SimDevice {
     register_retry_at: Option<Instant>,
     /// Encoding buffer, reused.
     scratch: Vec<u8>,
+    /// Pull downloads done by the caller over a real transport
+    /// ([`set_external_downloads`](Self::set_external_downloads)).
+    external: Option<Box<ExternalDownload>>,
+}
+
+/// A pull download the caller performs (the swarm, over real CoAP).
+#[derive(Debug, Clone, Default)]
+struct ExternalDownload {
+    /// Asked for and not yet taken by [`SimDevice::poll_fetch`].
+    fetch: Option<(String, u64)>,
+    /// Under way: the caller's blocks are taken.
+    active: bool,
 }
 
 const SOFTWARE_VERSION: &str = "lwm2m-fota-sim";
@@ -202,7 +214,56 @@ impl SimDevice {
             pushed_block: None,
             register_retry_at: None,
             scratch: Vec::new(),
+            external: None,
         }
+    }
+
+    /// From now on the device's pull downloads are the caller's to perform
+    /// over a real transport: [`poll_fetch`](Self::poll_fetch) says which URI
+    /// from which offset, [`fetched`](Self::fetched) hands over the bytes and
+    /// [`fetch_finished`](Self::fetch_finished) ends it (the profile's
+    /// simulated download rate and losses no longer apply).
+    pub fn set_external_downloads(&mut self) {
+        self.external = Some(Box::default());
+    }
+
+    /// The download to start: the Package URI and the offset to resume from.
+    pub fn poll_fetch(&mut self) -> Option<(String, u64)> {
+        self.external.as_mut()?.fetch.take()
+    }
+
+    /// Whether an external download is under way (it ends when the /5 object
+    /// aborts it, e.g. on a Package URI write that cancels it).
+    pub fn is_fetching(&self) -> bool {
+        self.external.as_ref().is_some_and(|e| e.active)
+    }
+
+    /// Bytes of the external download at `offset`.
+    pub fn fetched(&mut self, now: Instant, offset: u64, data: &[u8], images: &ImageStore) {
+        if !self.is_fetching() {
+            return;
+        }
+        let _ = self.sink.write(offset, data);
+        let end = offset + data.len() as u64;
+        let _ = self.firmware.handle(now, FirmwareInput::DownloadProgress { offset: end });
+        self.drain_firmware(now, images);
+    }
+
+    /// The external download ended: complete (the image's head names its
+    /// version, else Update Result 6), or failed with `result`.
+    pub fn fetch_finished(&mut self, now: Instant, result: Result<(), UpdateResult>, images: &ImageStore) {
+        let Some(external) = self.external.as_mut().filter(|e| e.active) else { return };
+        external.active = false;
+        let input = match result.map(|()| image_version(&self.sink.head)) {
+            Ok(Some(version)) => {
+                self.pending_version = Some(version);
+                FirmwareInput::DownloadCompleted
+            }
+            Ok(None) => FirmwareInput::DownloadFailed { result: UpdateResult::UnsupportedPackageType },
+            Err(result) => FirmwareInput::DownloadFailed { result },
+        };
+        let _ = self.firmware.handle(now, input);
+        self.drain_firmware(now, images);
     }
 
     /// The device's id.
@@ -344,6 +405,9 @@ impl SimDevice {
         self.registered = false;
         self.observations.clear();
         self.download = None;
+        if let Some(external) = self.external.as_mut() {
+            **external = ExternalDownload::default();
+        }
         self.reboot_at = None;
         self.register_retry_at = None;
     }
@@ -376,7 +440,7 @@ impl SimDevice {
     /// it downloads, and to a share of the pushed blocks it already holds.
     fn busy(&mut self, operation: &Operation) -> bool {
         let Some(share) = self.profile.busy_ppm else { return false };
-        if self.download.is_some() {
+        if self.download.is_some() || self.is_fetching() {
             return true;
         }
         match operation {
@@ -573,7 +637,12 @@ impl SimDevice {
                 // Answers are taken where the request is handled (`FirmwareUpdate::request`).
                 FirmwareOutput::Respond(_) => {}
                 FirmwareOutput::StartDownload { uri, offset } => self.start_download(now, &uri, offset, images),
-                FirmwareOutput::AbortDownload => self.download = None,
+                FirmwareOutput::AbortDownload => {
+                    self.download = None;
+                    if let Some(external) = self.external.as_mut() {
+                        **external = ExternalDownload::default();
+                    }
+                }
                 FirmwareOutput::DiscardImage => self.pending_version = None,
                 FirmwareOutput::ApplyUpdate => {
                     if self.pending_version.is_none() {
@@ -608,6 +677,11 @@ impl SimDevice {
     }
 
     fn start_download(&mut self, now: Instant, uri: &str, offset: u64, images: &ImageStore) {
+        if let Some(external) = self.external.as_mut() {
+            external.fetch = Some((uri.to_string(), offset));
+            external.active = true;
+            return;
+        }
         let Some(image) = images.get(uri) else {
             self.download = Some(Download {
                 at: now + Duration::from_millis(200),

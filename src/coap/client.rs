@@ -1,0 +1,474 @@
+//! The device side of the CoAP binding: one LwM2M client's messages to and
+//! from its server, sans-I/O. [`ClientBinding`] turns the server's requests
+//! into [`Operation`]s (answered with [`ClientBinding::respond`], duplicates
+//! answered again from memory), builds the client's own messages (Register,
+//! Update, De-register, Send, notifications, Block2 image fetches), and
+//! retransmits the confirmable ones with RFC 7252 back-off.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
+
+use super::{CoapConfig, empty, to_bytes, uint, uint_bytes};
+use crate::model::{Attributes, Block, ContentFormat, Instant, Operation, Path, ResponseCode};
+use crate::server::{block_value, parse_block};
+
+/// Which of the client's messages an event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uplink {
+    /// Register.
+    Register,
+    /// Registration Update.
+    Update,
+    /// De-register.
+    Deregister,
+    /// Send.
+    Send,
+    /// A confirmable notification.
+    Notification,
+    /// A Block2 request of an image fetch.
+    Fetch,
+}
+
+/// Where a datagram goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The LwM2M server.
+    Server,
+    /// The host of the image being fetched.
+    Download,
+}
+
+/// How to answer one server request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHandle {
+    message_id: u16,
+    token: Vec<u8>,
+    confirmable: bool,
+}
+
+impl RequestHandle {
+    /// The request's token (a notification of an observation carries it).
+    pub fn token(&self) -> &[u8] {
+        &self.token
+    }
+}
+
+/// What the client must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// A server request: answer it with [`ClientBinding::respond`]. An
+    /// operation the binding cannot read is the code to answer with.
+    Request(RequestHandle, Result<Operation, ResponseCode>),
+    /// The server answered an uplink (for Register, a 2.01 also sets the
+    /// location Updates and the De-register go to).
+    Answered(Uplink, ResponseCode),
+    /// The answer to a Block2 fetch.
+    Block {
+        /// Its code (2.05 with a block, or an error).
+        code: ResponseCode,
+        /// The Block2 option.
+        block: Option<Block>,
+        /// The image's ETag.
+        etag: Option<Vec<u8>>,
+        /// Size2, when given.
+        size2: Option<u64>,
+        /// The bytes.
+        payload: Vec<u8>,
+    },
+    /// An uplink went unanswered through every retransmission.
+    Failed(Uplink),
+    /// The server reset a notification of the observation with this token:
+    /// it has forgotten the observation (RFC 7641 §3.6).
+    ObservationReset(Vec<u8>),
+}
+
+#[derive(Debug)]
+struct Outstanding {
+    what: Uplink,
+    message_id: u16,
+    token: Vec<u8>,
+    target: Target,
+    datagram: Vec<u8>,
+    timeout: Duration,
+    sends: u32,
+    deadline: Instant,
+    /// An empty ACK came: no more retransmission, the answer is separate.
+    acked: bool,
+}
+
+/// One LwM2M client's CoAP transport. See the [module](self).
+#[derive(Debug)]
+pub struct ClientBinding {
+    config: CoapConfig,
+    rng: u64,
+    message_id: u16,
+    location: Option<String>,
+    outstanding: Vec<Outstanding>,
+    /// Answers to recent server requests by message id, for duplicates.
+    answered: VecDeque<(u16, Instant, Vec<u8>)>,
+    transmits: VecDeque<(Target, Vec<u8>)>,
+    events: VecDeque<ClientEvent>,
+}
+
+/// Answers remembered for duplicates at most.
+const REMEMBERED: usize = 32;
+
+impl ClientBinding {
+    /// A client with no registration yet.
+    pub fn new(config: CoapConfig) -> ClientBinding {
+        let mut binding = ClientBinding {
+            config,
+            rng: config.seed ^ 0xD1B5_4A32_D192_ED03,
+            message_id: 0,
+            location: None,
+            outstanding: Vec::new(),
+            answered: VecDeque::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        binding.message_id = binding.random() as u16;
+        binding
+    }
+
+    fn random(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn next_message_id(&mut self) -> u16 {
+        self.message_id = self.message_id.wrapping_add(1);
+        self.message_id
+    }
+
+    /// Where the registration lives (`rd/<id>`), once registered.
+    pub fn location(&self) -> Option<&str> {
+        self.location.as_deref()
+    }
+
+    /// Register: `query` are the Uri-Query values (`ep=…`, `lt=…`), `links`
+    /// the object list.
+    pub fn register(&mut self, now: Instant, query: &[&str], links: &str) {
+        self.location = None;
+        let mut packet = self.request(RequestType::Post, &["rd"]);
+        for item in query {
+            packet.add_option(CoapOption::UriQuery, item.as_bytes().to_vec());
+        }
+        packet.add_option(CoapOption::ContentFormat, uint_bytes(40));
+        packet.payload = links.as_bytes().to_vec();
+        self.confirmable(now, Uplink::Register, Target::Server, packet);
+    }
+
+    /// A Registration Update with `query` (e.g. `lt=…`); nothing before a
+    /// registration.
+    pub fn update(&mut self, now: Instant, query: &[&str]) {
+        let Some(location) = self.location.clone() else { return };
+        let mut packet = self.request(RequestType::Post, &[]);
+        for segment in location.split('/') {
+            packet.add_option(CoapOption::UriPath, segment.as_bytes().to_vec());
+        }
+        for item in query {
+            packet.add_option(CoapOption::UriQuery, item.as_bytes().to_vec());
+        }
+        self.confirmable(now, Uplink::Update, Target::Server, packet);
+    }
+
+    /// De-register; nothing before a registration.
+    pub fn deregister(&mut self, now: Instant) {
+        let Some(location) = self.location.take() else { return };
+        let mut packet = self.request(RequestType::Delete, &[]);
+        for segment in location.split('/') {
+            packet.add_option(CoapOption::UriPath, segment.as_bytes().to_vec());
+        }
+        self.confirmable(now, Uplink::Deregister, Target::Server, packet);
+    }
+
+    /// LwM2M Send (`POST /dp`).
+    pub fn send(&mut self, now: Instant, format: ContentFormat, payload: &[u8]) {
+        let mut packet = self.request(RequestType::Post, &["dp"]);
+        packet.add_option(CoapOption::ContentFormat, uint_bytes(u64::from(format.number())));
+        packet.payload = payload.to_vec();
+        self.confirmable(now, Uplink::Send, Target::Server, packet);
+    }
+
+    /// A notification of the observation whose request had `token`.
+    pub fn notify(
+        &mut self,
+        now: Instant,
+        token: &[u8],
+        sequence: u32,
+        format: ContentFormat,
+        payload: &[u8],
+        confirmable: bool,
+    ) {
+        let mut packet = Packet::new();
+        packet.header.set_type(if confirmable { MessageType::Confirmable } else { MessageType::NonConfirmable });
+        packet.header.code = MessageClass::from(ResponseCode::CONTENT.0);
+        packet.header.message_id = self.next_message_id();
+        packet.set_token(token.to_vec());
+        packet.add_option(CoapOption::Observe, uint_bytes(u64::from(sequence & 0xFF_FFFF)));
+        packet.add_option(CoapOption::ContentFormat, uint_bytes(u64::from(format.number())));
+        packet.payload = payload.to_vec();
+        if confirmable {
+            self.confirmable(now, Uplink::Notification, Target::Server, packet);
+        } else {
+            self.transmits.push_back((Target::Server, to_bytes(&packet)));
+        }
+    }
+
+    /// A Block2 GET of block `number` of size `size` of the image at `path`
+    /// (to [`Target::Download`]).
+    pub fn fetch(&mut self, now: Instant, path: &[&str], number: u32, size: u32) {
+        let mut packet = self.request(RequestType::Get, path);
+        let block = Block { number, more: false, size };
+        packet.add_option(CoapOption::Block2, uint_bytes(block_value(block)));
+        self.confirmable(now, Uplink::Fetch, Target::Download, packet);
+    }
+
+    fn request(&mut self, method: RequestType, path: &[&str]) -> Packet {
+        let mut packet = Packet::new();
+        packet.header.set_type(MessageType::Confirmable);
+        packet.header.code = MessageClass::Request(method);
+        packet.header.message_id = self.next_message_id();
+        packet.set_token(self.random().to_be_bytes()[..4].to_vec());
+        for segment in path {
+            packet.add_option(CoapOption::UriPath, segment.as_bytes().to_vec());
+        }
+        packet
+    }
+
+    fn confirmable(&mut self, now: Instant, what: Uplink, target: Target, packet: Packet) {
+        let datagram = to_bytes(&packet);
+        let base = self.config.ack_timeout.as_millis() as u64;
+        let spread = (base * u64::from(self.config.ack_random_factor_milli.saturating_sub(1000)) / 1000).max(1);
+        let timeout = Duration::from_millis(base + self.random() % spread);
+        self.transmits.push_back((target, datagram.clone()));
+        self.outstanding.push(Outstanding {
+            what,
+            message_id: packet.header.message_id,
+            token: packet.get_token().to_vec(),
+            target,
+            datagram,
+            timeout,
+            sends: 1,
+            deadline: now + timeout,
+            acked: false,
+        });
+    }
+
+    /// Answers a server request (piggybacked on the ACK of a confirmable
+    /// one); `observe` is the Observe option of the first answer to an Observe.
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        request: &RequestHandle,
+        code: ResponseCode,
+        format: Option<ContentFormat>,
+        payload: &[u8],
+        observe: Option<u32>,
+    ) {
+        let mut packet = Packet::new();
+        if request.confirmable {
+            packet.header.set_type(MessageType::Acknowledgement);
+            packet.header.message_id = request.message_id;
+        } else {
+            packet.header.set_type(MessageType::NonConfirmable);
+            packet.header.message_id = self.next_message_id();
+        }
+        packet.header.code = MessageClass::from(code.0);
+        packet.set_token(request.token.clone());
+        if let Some(sequence) = observe {
+            packet.add_option(CoapOption::Observe, uint_bytes(u64::from(sequence & 0xFF_FFFF)));
+        }
+        if let Some(format) = format {
+            packet.add_option(CoapOption::ContentFormat, uint_bytes(u64::from(format.number())));
+        }
+        packet.payload = payload.to_vec();
+        let bytes = to_bytes(&packet);
+        self.answered.push_back((request.message_id, now, bytes.clone()));
+        if self.answered.len() > REMEMBERED {
+            self.answered.pop_front();
+        }
+        self.transmits.push_back((Target::Server, bytes));
+    }
+
+    /// A datagram from the server or the download host.
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
+        if datagram.len() < 4 || datagram[0] >> 6 != 1 {
+            return;
+        }
+        let Ok(packet) = Packet::from_bytes(datagram) else { return };
+        let kind = packet.header.get_type();
+        let message_id = packet.header.message_id;
+        let code = datagram[1];
+        if code == 0 {
+            match kind {
+                MessageType::Confirmable => {
+                    self.transmits.push_back((Target::Server, to_bytes(&empty(MessageType::Reset, message_id))))
+                }
+                MessageType::Acknowledgement => {
+                    if let Some(o) = self.outstanding.iter_mut().find(|o| o.message_id == message_id) {
+                        o.acked = true;
+                    }
+                }
+                MessageType::Reset => {
+                    if let Some(i) = self.outstanding.iter().position(|o| o.message_id == message_id) {
+                        let o = self.outstanding.swap_remove(i);
+                        if o.what == Uplink::Notification {
+                            self.events.push_back(ClientEvent::ObservationReset(o.token));
+                        } else {
+                            self.events.push_back(ClientEvent::Failed(o.what));
+                        }
+                    }
+                }
+                MessageType::NonConfirmable => {}
+            }
+            return;
+        }
+        if code >> 5 == 0 {
+            return self.server_request(now, kind, message_id, &packet);
+        }
+        // A response: piggybacked (by message id and token) or separate (by token).
+        let found = self.outstanding.iter().position(|o| {
+            o.token == packet.get_token() && (kind != MessageType::Acknowledgement || o.message_id == message_id)
+        });
+        if kind == MessageType::Confirmable {
+            let target = found.map_or(Target::Server, |i| self.outstanding[i].target);
+            self.transmits.push_back((target, to_bytes(&empty(MessageType::Acknowledgement, message_id))));
+        }
+        let Some(i) = found else { return };
+        let o = self.outstanding.swap_remove(i);
+        let code = ResponseCode(code);
+        if o.what == Uplink::Register && code == ResponseCode::CREATED {
+            let segments: Vec<String> = packet
+                .get_option(CoapOption::LocationPath)
+                .map(|list| list.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+                .unwrap_or_default();
+            self.location = Some(segments.join("/"));
+        }
+        if o.what == Uplink::Fetch {
+            self.events.push_back(ClientEvent::Block {
+                code,
+                block: uint(&packet, CoapOption::Block2).and_then(parse_block),
+                etag: packet.get_first_option(CoapOption::ETag).cloned(),
+                size2: uint(&packet, CoapOption::Size2),
+                payload: packet.payload,
+            });
+        } else {
+            self.events.push_back(ClientEvent::Answered(o.what, code));
+        }
+    }
+
+    fn server_request(&mut self, now: Instant, kind: MessageType, message_id: u16, packet: &Packet) {
+        if let Some((_, _, answer)) =
+            self.answered.iter().find(|(id, at, _)| *id == message_id && *at + self.config.exchange_lifetime > now)
+        {
+            // A retransmission: the same answer again, not processed twice.
+            let answer = answer.clone();
+            self.transmits.push_back((Target::Server, answer));
+            return;
+        }
+        let handle = RequestHandle {
+            message_id,
+            token: packet.get_token().to_vec(),
+            confirmable: kind == MessageType::Confirmable,
+        };
+        self.events.push_back(ClientEvent::Request(handle, operation(packet)));
+    }
+
+    /// Fires retransmissions due at `now`; an uplink that used them all up is
+    /// [`ClientEvent::Failed`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let max = self.config.max_retransmit;
+        let mut i = 0;
+        while i < self.outstanding.len() {
+            let o = &mut self.outstanding[i];
+            if o.acked || o.deadline > now {
+                i += 1;
+                continue;
+            }
+            if o.sends > max {
+                let o = self.outstanding.swap_remove(i);
+                self.events.push_back(ClientEvent::Failed(o.what));
+                continue;
+            }
+            o.sends += 1;
+            o.timeout *= 2;
+            o.deadline = now + o.timeout;
+            self.transmits.push_back((o.target, o.datagram.clone()));
+            i += 1;
+        }
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.outstanding.iter().filter(|o| !o.acked).map(|o| o.deadline).min()
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<(Target, Vec<u8>)> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+}
+
+/// The LwM2M operation a server's CoAP request carries, or the code refusing it.
+fn operation(packet: &Packet) -> Result<Operation, ResponseCode> {
+    for (number, _) in packet.options() {
+        // Understood: Observe, Uri-Path, Content-Format, Uri-Query, Accept, Block1, Size1, Block2.
+        if number % 2 == 1 && ![3, 7, 11, 15, 17, 23, 27, 60].contains(number) {
+            return Err(ResponseCode::new(4, 2));
+        }
+    }
+    let segments: Option<Vec<u16>> = packet
+        .get_option(CoapOption::UriPath)
+        .map(|list| list.iter().map(|s| std::str::from_utf8(s).ok()?.parse::<u16>().ok()).collect())
+        .unwrap_or(Some(Vec::new()));
+    let path = segments.and_then(|s| Path::from_segments(&s)).ok_or(ResponseCode::NOT_FOUND)?;
+    let format = uint(packet, CoapOption::ContentFormat).and_then(|n| ContentFormat::from_number(n as u16));
+    let accept = match uint(packet, CoapOption::Accept) {
+        None => None,
+        Some(n) => Some(ContentFormat::from_number(n as u16).ok_or(ResponseCode::NOT_ACCEPTABLE)?),
+    };
+    let payload = bytes::Bytes::copy_from_slice(&packet.payload);
+    match packet.header.code {
+        MessageClass::Request(RequestType::Get) => Ok(match uint(packet, CoapOption::Observe) {
+            Some(0) => Operation::Observe { path, accept },
+            Some(1) => Operation::CancelObservation { path },
+            _ => Operation::Read { path, accept },
+        }),
+        MessageClass::Request(RequestType::Put | RequestType::Post) => {
+            let query: Vec<String> = packet
+                .get_option(CoapOption::UriQuery)
+                .map(|list| list.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+                .unwrap_or_default();
+            if let Some(value) = uint(packet, CoapOption::Block1) {
+                let block = parse_block(value).ok_or(ResponseCode::BAD_REQUEST)?;
+                let format = format.unwrap_or(ContentFormat::Opaque);
+                let total_size = uint(packet, CoapOption::Size1);
+                return Ok(Operation::WriteBlock { path, format, block, total_size, payload });
+            }
+            if !query.is_empty() && payload.is_empty() {
+                let number = |name: &str| {
+                    query.iter().find_map(|q| q.strip_prefix(name)?.strip_prefix('=')?.parse::<u32>().ok())
+                };
+                let attributes = Attributes { pmin: number("pmin"), pmax: number("pmax") };
+                return Ok(Operation::WriteAttributes { path, attributes });
+            }
+            match (packet.header.code, format) {
+                (MessageClass::Request(RequestType::Post), _) if payload.is_empty() => Ok(Operation::Execute { path }),
+                (_, Some(format)) => Ok(Operation::Write { path, format, payload }),
+                (_, None) => Err(ResponseCode::UNSUPPORTED_CONTENT_FORMAT),
+            }
+        }
+        _ => Err(ResponseCode::METHOD_NOT_ALLOWED),
+    }
+}
