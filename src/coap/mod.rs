@@ -3,7 +3,8 @@
 //! and does what RFC 7252 asks of the transport around it: parsing and
 //! building messages (with `coap-lite`), message ids per device, tokens (the
 //! endpoint's), confirmable retransmission with exponential back-off,
-//! de-duplication over EXCHANGE_LIFETIME, empty ACKs and RSTs, CoAP ping,
+//! de-duplication over EXCHANGE_LIFETIME (non-idempotent requests and
+//! separate responses answered from memory; idempotent ones processed again), empty ACKs and RSTs, CoAP ping,
 //! 4.02 for an unrecognized critical option, and the Observe, Block1/Block2,
 //! Size1/Size2, ETag, Max-Age and Location-Path options LwM2M uses.
 //!
@@ -350,7 +351,13 @@ impl<P: Copy + Ord + Hash + core::fmt::Debug> ServerBinding<P> {
         };
         let response = reply_packet(packet, &reply, confirmable, self.random() as u16);
         let bytes = to_bytes(&response);
-        self.remember(now, peer, message_id, bytes.clone());
+        // §4.5: a duplicate of an idempotent request (GET, PUT, DELETE) may be
+        // processed again — an image block is served again rather than kept
+        // for EXCHANGE_LIFETIME; a POST (Register, Update, Send) is answered
+        // from memory.
+        if !matches!(code, 1 | 3 | 4) {
+            self.remember(now, peer, message_id, bytes.clone());
+        }
         self.transmits.push_back((peer, bytes));
         Ok(())
     }

@@ -193,6 +193,8 @@ pub struct Endpoint<P> {
     /// another deadline now is stale and skipped.
     timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     outputs: VecDeque<EndpointOutput<P>>,
+    /// Task requests that could not go out, failed at the next timeout.
+    deferred: VecDeque<(DeviceId, RequestId)>,
     counter: u64,
     last_now: Instant,
     stats: EndpointStats,
@@ -222,6 +224,7 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
             images: BTreeMap::new(),
             timers: BinaryHeap::new(),
             outputs: VecDeque::new(),
+            deferred: VecDeque::new(),
             counter: 0,
             last_now: Instant::ZERO,
             stats: EndpointStats::default(),
@@ -382,9 +385,13 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
         if device.upgrade.as_ref().is_some_and(|u| !u.reported) {
             return Err(EndpointError::AlreadyUpgrading);
         }
+        let location = device.location;
         let mut task = UpgradeTask::new(config);
         task.start(now)?;
-        let registration = device.location.and_then(|location| self.registrations.at(location));
+        // What the earlier task had in flight or observed is not the new one's.
+        self.abandon_exchanges(slot);
+        self.deferred.retain(|(device, _)| device.slot != slot);
+        let registration = location.and_then(|location| self.registrations.at(location));
         if let Some(registration) = registration {
             task.handle(now, TaskInput::Registered(registration))?;
         }
@@ -521,14 +528,10 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
     /// Forgets the observations and exchanges of `slot`'s registration and the
     /// registration's indexes (the registration table entry is gone already).
     fn forget_registration(&mut self, slot: u32) {
+        self.abandon_exchanges(slot);
         let device = self.device_at(slot);
         let location = device.location.take();
         let peer = device.peer.take();
-        let tokens: Vec<Token> =
-            device.in_flight.drain(..).map(|f| f.token).chain(device.observations.drain(..).map(|o| o.token)).collect();
-        for token in tokens {
-            self.outputs.push_back(EndpointOutput::Abandon { token });
-        }
         if let Some(location) = location {
             self.by_location.remove(&location);
         }
@@ -536,6 +539,18 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
             if self.by_peer.get(&peer) == Some(&slot) {
                 self.by_peer.remove(&peer);
             }
+        }
+    }
+
+    /// Forgets `slot`'s exchanges in flight and observations, telling the
+    /// binding (a new registration, or a new upgrade whose task numbers its
+    /// requests afresh).
+    fn abandon_exchanges(&mut self, slot: u32) {
+        let device = self.device_at(slot);
+        let in_flight = device.in_flight.drain(..).map(|f| f.token);
+        let tokens: Vec<Token> = in_flight.chain(device.observations.drain(..).map(|o| o.token)).collect();
+        for token in tokens {
+            self.outputs.push_back(EndpointOutput::Abandon { token });
         }
     }
 
@@ -673,7 +688,7 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
     }
 
     fn answer(&mut self, now: Instant, slot: u32, flight: InFlight, response: &DeviceResponse<'_>) {
-        let code = response.code;
+        let mut code = response.code;
         match flight.exchange {
             Exchange::Push(wire) => {
                 let block1 = response.block1.and_then(parse_block);
@@ -688,12 +703,9 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
                         self.send_block(now, slot, flight.request, next);
                         return;
                     }
-                    PushStep::Answer(code) => {
-                        return self.task_input(
-                            now,
-                            slot,
-                            TaskInput::Response { id: flight.request, code, format: None, payload: response.payload },
-                        );
+                    PushStep::Answer(answer) => {
+                        // 5.03 with its Max-Age, below, like any answer.
+                        code = answer;
                     }
                 }
             }
@@ -847,13 +859,12 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
         }));
     }
 
-    /// A request that cannot go out: the task hears a transport failure (after
-    /// this drain, so it never loops within one input).
-    fn fail_soon(&mut self, now: Instant, slot: u32, request: RequestId) {
-        let device = self.device_at(slot);
-        if let Some(upgrade) = device.upgrade.as_mut() {
-            let _ = upgrade.task.handle(now, TaskInput::TransportFailure { id: request });
-        }
+    /// A request that cannot go out: the task hears a transport failure at
+    /// the next [`handle_timeout`](Self::handle_timeout) (due at once), so a
+    /// task that retries at once is refused once per call, never in a loop.
+    fn fail_soon(&mut self, _now: Instant, slot: u32, request: RequestId) {
+        let id = self.id(slot);
+        self.deferred.push_back((id, request));
     }
 
     // ----- time -----
@@ -865,6 +876,12 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
     /// [`EndpointError::TimeWentBackwards`].
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), EndpointError> {
         self.tick(now)?;
+        for _ in 0..self.deferred.len() {
+            let Some((device, request)) = self.deferred.pop_front() else { break };
+            if self.get(device).is_some_and(|d| d.upgrade.is_some()) {
+                self.task_input(now, device.slot, TaskInput::TransportFailure { id: request });
+            }
+        }
         if self.registrations.handle_timeout(now).is_ok() {
             while let Some(expired) = self.registrations.poll_expired() {
                 if let Some(&slot) = self.by_location.get(&expired.location) {
@@ -904,6 +921,9 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.deferred.is_empty() {
+            return Some(self.last_now);
+        }
         let task = self.timers.peek().map(|Reverse((at, _, _))| *at);
         match (task, self.registrations.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
