@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example swarm -- --server coap://HOST:PORT --devices N [--profile P] [--lwm2m V] \
-//!     [--prefix NAME] [--json] [--timeout S]
+//!     [--prefix NAME] [--json] [--timeout S] [--install-s S]
 //! cargo run --release --example swarm -- --write-image FILE [--image-size BYTES] [--image-version V]
 //! ```
 //!
@@ -44,6 +44,9 @@ struct Args {
     /// LwM2M version the devices register with (default: the profile's).
     #[arg(long, value_parser = |s: &str| Lwm2mVersion::parse(s).ok_or("1.0, 1.1 or 1.2"))]
     lwm2m: Option<Lwm2mVersion>,
+    /// Seconds a device takes to install an image (default: the profile's).
+    #[arg(long)]
+    install_s: Option<u64>,
     /// Endpoint name prefix.
     #[arg(long, default_value = "swarm-")]
     prefix: String,
@@ -118,16 +121,17 @@ fn run(args: &Args) -> Result<bool, String> {
     let clock = std::time::Instant::now();
     let now = || Instant::from_millis(clock.elapsed().as_millis() as u64);
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
-    let mut leaked: HashMap<(String, Lwm2mVersion), &'static Profile> = HashMap::new();
+    let mut leaked: HashMap<String, &'static Profile> = HashMap::new();
     let mut members = Vec::with_capacity(args.devices);
     let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
     for i in 0..args.devices {
         let mut profile = args.profile.for_device(0x5a4d, i as u64);
-        if let Some(version) = args.lwm2m {
-            let key = (profile.name.to_string(), version);
-            profile = leaked.entry(key).or_insert_with(|| {
+        if args.lwm2m.is_some() || args.install_s.is_some() {
+            // One changed copy per profile, for the life of the process.
+            profile = leaked.entry(profile.name.to_string()).or_insert_with(|| {
                 let mut changed = *profile;
-                changed.lwm2m_version = version;
+                changed.lwm2m_version = args.lwm2m.unwrap_or(changed.lwm2m_version);
+                changed.install_time = args.install_s.map_or(changed.install_time, Duration::from_secs);
                 Box::leak(Box::new(changed))
             });
         }
@@ -156,9 +160,16 @@ fn run(args: &Args) -> Result<bool, String> {
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 2048];
     let give_up = now() + Duration::from_secs(args.timeout);
+    // Once every device is done the sockets stay open until the server has
+    // been quiet for two seconds: it still verifies the last upgrades.
+    let (mut all_done_at, mut last_heard) = (None, now());
     loop {
-        let done = members.iter().filter(|m| finished(m).is_some()).count();
-        if done == members.len() || now() >= give_up {
+        if all_done_at.is_none() && members.iter().all(|m| finished(m).is_some()) {
+            all_done_at = Some(now());
+        }
+        let quiet = now().saturating_duration_since(last_heard) >= Duration::from_secs(2);
+        let lingered = all_done_at.is_some_and(|at| now().saturating_duration_since(at) >= Duration::from_secs(30));
+        if (all_done_at.is_some() && (quiet || lingered)) || now() >= give_up {
             break;
         }
         let next = timers.peek().map(|r| r.0.0);
@@ -168,6 +179,7 @@ fn run(args: &Args) -> Result<bool, String> {
             let i = event.token().0;
             while let Ok((n, _)) = members[i].socket.recv_from(&mut buf) {
                 members[i].coap.handle_datagram(now(), &buf[..n]);
+                last_heard = now();
             }
             pump(&mut members[i], i, now(), &images, server, &args.prefix, &mut timers);
         }
