@@ -14,3 +14,7 @@ pub use corpus::{TREE_PATHS, Target, VALUE_PATHS, check, hex, may_refuse, same_f
 /// The upgrade task's input surface: `task::drive` (tests/fuzz_task.rs).
 #[path = "../../tests/fuzz_task.rs"]
 pub mod task;
+
+/// The server endpoint's datagram input: `endpoint::drive` (tests/fuzz_endpoint.rs).
+#[path = "../../tests/fuzz_endpoint.rs"]
+pub mod endpoint;

@@ -188,6 +188,12 @@ impl<P: Copy + Ord + Hash + core::fmt::Debug> ServerBinding<P> {
         self.pending.len()
     }
 
+    /// Devices' message ids remembered for de-duplication (at most
+    /// [`CoapConfig::max_remembered`]).
+    pub fn remembered(&self) -> usize {
+        self.remembered.len()
+    }
+
     /// [`Endpoint::upgrade`].
     ///
     /// # Errors
@@ -349,7 +355,7 @@ impl<P: Copy + Ord + Hash + core::fmt::Debug> ServerBinding<P> {
                 Reply::code(code)
             }
         };
-        let response = reply_packet(packet, &reply, confirmable, self.random() as u16);
+        let response = reply_packet(packet, reply, confirmable, self.random() as u16);
         let bytes = to_bytes(&response);
         // §4.5: a duplicate of an idempotent request (GET, PUT, DELETE) may be
         // processed again — an image block is served again rather than kept
@@ -632,7 +638,7 @@ fn to_bytes(packet: &Packet) -> Vec<u8> {
 }
 
 /// The response to `request`: piggybacked on its ACK, or a NON of its own.
-fn reply_packet(request: &Packet, reply: &Reply, confirmable: bool, non_id: u16) -> Packet {
+fn reply_packet(request: &Packet, reply: Reply, confirmable: bool, non_id: u16) -> Packet {
     let mut packet = Packet::new();
     if confirmable {
         packet.header.set_type(MessageType::Acknowledgement);
@@ -659,7 +665,7 @@ fn reply_packet(request: &Packet, reply: &Reply, confirmable: bool, non_id: u16)
     if let Some(size) = reply.size2 {
         packet.add_option(CoapOption::Size2, uint_bytes(size));
     }
-    packet.payload.clone_from(&reply.payload);
+    packet.payload = reply.payload;
     packet
 }
 
