@@ -448,11 +448,13 @@ impl UpgradeTask {
                 self.attempt.read_owed = true;
                 self.fail(now, Failure::Rejected { step: self.phase.step(), code });
             }
-            // U2 push, B10: the device holds one more block.
+            // U2 push, B10: the device holds one more block. (2.31 to the last
+            // block asks for bytes the image does not have: RFC 7959 §2.3 uses
+            // it for non-final blocks only, so it is refused below.)
             (
                 P::Pushing { restarts, .. },
                 E::Answer { action: Action::PushBlock(number), code: ResponseCode::CONTINUE, .. },
-            ) => {
+            ) if number < requests::last_block(&self.config) => {
                 let next_block = number + 1;
                 self.phase = P::Pushing { next_block, restarts, look: None };
                 let total = self.config.image_size;

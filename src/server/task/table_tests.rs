@@ -455,6 +455,12 @@ fn push_block_answers() {
     }
     answer(&mut task, Action::PushBlock(0), ResponseCode::REQUEST_ENTITY_INCOMPLETE);
     assert_eq!(failed(&task), rejected(Step::Pushing, ResponseCode::REQUEST_ENTITY_INCOMPLETE));
+    // 2.31 to the last block: nothing is left to send, so it is refused
+    // (before, the task went on pushing empty blocks past the image's end).
+    let mut beyond = reads(pushing(3));
+    beyond.attempt.push = true;
+    answer(&mut beyond, Action::PushBlock(3), ResponseCode::CONTINUE);
+    assert_eq!(failed(&beyond), rejected(Step::Pushing, ResponseCode::CONTINUE));
     let mut last = reads(pushing(3));
     answer(&mut last, Action::PushBlock(3), ResponseCode::CHANGED);
     assert_eq!(last.known.state, Some(State::Downloaded));
