@@ -37,6 +37,10 @@ struct World {
     observes: BTreeSet<Token>,
     finished: BTreeMap<String, Outcome>,
     now: Instant,
+    /// Every output of the endpoint, in order.
+    transcript: Vec<String>,
+    /// Snapshot and restore the endpoint (serde JSON) before every step.
+    restore_every_step: bool,
 }
 
 impl World {
@@ -60,6 +64,8 @@ impl World {
             observes: BTreeSet::new(),
             finished: BTreeMap::new(),
             now: Instant::ZERO,
+            transcript: Vec::new(),
+            restore_every_step: false,
         };
         let mut config = UpgradeConfig::new("coap://server/fw/", "v2.bin", SIZE as u64);
         config.strategy = strategy;
@@ -136,7 +142,16 @@ impl World {
         }
     }
 
+    fn restore(&mut self) {
+        let json = serde_json::to_string(&self.endpoint).unwrap();
+        self.endpoint = serde_json::from_str(&json).unwrap();
+        self.endpoint.add_image("v2.bin", Arc::new(MemoryImage::new(image_bytes("2.0.0", SIZE))));
+    }
+
     fn step(&mut self) -> bool {
+        if self.restore_every_step {
+            self.restore();
+        }
         let mut moved = false;
         for i in 0..self.devices.len() {
             while let Some(message) = self.devices[i].poll_message() {
@@ -146,6 +161,7 @@ impl World {
         }
         while let Some(output) = self.endpoint.poll_output() {
             moved = true;
+            self.transcript.push(format!("{} {output:?}", self.now));
             match output {
                 EndpointOutput::Transmit(transmit) => {
                     let operation = match transmit.request {
@@ -218,4 +234,38 @@ fn sim_devices_upgrade_through_the_endpoint_under_every_strategy() {
             assert_eq!((stats.unmatched, stats.exchange_limit), (0, 0), "{strategy:?} {delivery:?}: {stats:?}");
         }
     }
+}
+
+/// A snapshot taken after any step continues exactly: an endpoint restored
+/// from serde JSON before every step sends the same requests, with the same
+/// tokens, at the same times, and reports the same outcomes.
+#[test]
+fn an_endpoint_restored_after_every_step_continues_identically() {
+    for (strategy, delivery) in [
+        (Strategy::ObserveInstance, Delivery::Pull),
+        (Strategy::ObserveResources, Delivery::Push),
+        (Strategy::Send, Delivery::Pull),
+    ] {
+        let mut plain = World::new(strategy, delivery, 3);
+        plain.run(Duration::from_secs(3600));
+        let mut restored = World::new(strategy, delivery, 3);
+        restored.restore_every_step = true;
+        restored.run(Duration::from_secs(3600));
+        assert_eq!(plain.finished, restored.finished, "{strategy:?} {delivery:?}");
+        assert_eq!(plain.transcript.len(), restored.transcript.len(), "{strategy:?} {delivery:?}");
+        for (a, b) in plain.transcript.iter().zip(&restored.transcript) {
+            assert_eq!(a, b, "{strategy:?} {delivery:?}");
+        }
+        assert!(plain.transcript.len() > 50);
+    }
+}
+
+#[test]
+fn a_snapshot_of_another_format_is_refused() {
+    let world = World::new(Strategy::Reads, Delivery::Pull, 1);
+    let mut json: serde_json::Value = serde_json::to_value(&world.endpoint).unwrap();
+    assert_eq!(json["format"], 1);
+    json["format"] = 2.into();
+    let error = serde_json::from_value::<Endpoint<u32>>(json).unwrap_err().to_string();
+    assert!(error.contains("format 2"), "{error}");
 }

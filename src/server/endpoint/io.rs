@@ -13,6 +13,7 @@ use crate::server::{Location, Outcome, TaskError, TaskEvent};
 /// it belongs to, the low 32 bits are pseudo-random (RFC 7252 §5.3.1 asks at
 /// least 32 bits of randomness of a client on the Internet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Token(pub u64);
 
 impl Token {
@@ -35,6 +36,7 @@ impl Token {
 /// Which device an event or request concerns: a slot and its generation, so a
 /// handle to a device that has gone never names its successor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DeviceId {
     pub(super) slot: u32,
     pub(super) generation: u32,
@@ -165,6 +167,7 @@ pub enum ResponseVerdict {
 /// A request to a device: the binding gives it a message id and sends it
 /// confirmable, with [`token`](Self::token) as the CoAP token.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Transmit<P> {
     /// The device.
     pub device: DeviceId,
@@ -178,6 +181,7 @@ pub struct Transmit<P> {
 
 /// What a [`Transmit`] carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum DownlinkRequest {
     /// An LwM2M operation (Observe is GET with Observe 0, Cancel Observation
     /// GET with Observe 1).
@@ -196,6 +200,7 @@ pub enum DownlinkRequest {
 
 /// What the caller must do next, from [`Endpoint::poll_output`](super::Endpoint::poll_output).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum EndpointOutput<P> {
     /// Send a request to a device.
     Transmit(Transmit<P>),
@@ -212,6 +217,7 @@ pub enum EndpointOutput<P> {
 /// What happened to a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum EndpointEvent {
     /// It registered (`replaced`: it was registered already, and that
     /// registration's observations and exchanges are void).
@@ -234,6 +240,7 @@ pub enum EndpointEvent {
 
 /// Counters of what the endpoint dropped or refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct EndpointStats {
     /// Responses and notifications that matched no exchange or observation
     /// of the device they came from.

@@ -44,6 +44,8 @@
 //! ```
 
 mod io;
+#[cfg(feature = "serde")]
+mod snapshot;
 #[cfg(test)]
 mod tests;
 
@@ -70,6 +72,7 @@ use crate::model::{Block, ContentFormat, Instant, Operation, Path, Registration,
 
 /// Bounds and names of an [`Endpoint`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct EndpointConfig {
     /// The registration table's bounds (registrations beyond
     /// `max_registrations` are answered 5.03).
@@ -106,6 +109,7 @@ impl Default for EndpointConfig {
 
 /// What one exchange in flight is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 enum Exchange {
     /// A request of the task, answered to it.
     Plain,
@@ -116,6 +120,7 @@ enum Exchange {
 }
 
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct InFlight {
     token: Token,
     request: RequestId,
@@ -123,6 +128,7 @@ struct InFlight {
 }
 
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct Observation {
     token: Token,
     request: RequestId,
@@ -132,6 +138,7 @@ struct Observation {
 
 /// One device's upgrade.
 #[derive(Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct Upgrade {
     task: UpgradeTask,
     /// Its outcome was reported.
@@ -141,6 +148,7 @@ struct Upgrade {
 }
 
 #[derive(Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct Device<P> {
     name: Box<str>,
     /// Where it is registered from, while it is.
@@ -156,6 +164,7 @@ struct Device<P> {
 }
 
 #[derive(Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct Slot<P> {
     generation: u32,
     device: Option<Device<P>>,
@@ -180,6 +189,11 @@ pub struct DeviceView<'e, P> {
 
 /// The server's endpoint: registrations, exchanges, observations, push, image
 /// serving and upgrade tasks of many devices. See the [module](self).
+///
+/// With the `serde` feature it serializes (format 1), all but its images:
+/// after restoring, add them again with [`add_image`](Self::add_image); the
+/// restored endpoint continues exactly as the original would have. Restoring
+/// needs a self-describing format (JSON, CBOR), as the tasks inside do.
 pub struct Endpoint<P> {
     config: EndpointConfig,
     registrations: Registrations,

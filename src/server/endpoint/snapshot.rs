@@ -1,0 +1,105 @@
+//! The endpoint's serde form: everything but the images (an `ImageSource` is
+//! the caller's: add them again after restoring) and the indexes, which are
+//! rebuilt from the devices. Format 1 (`"format": 1`); any other is refused.
+
+use alloc::collections::{BTreeMap, BinaryHeap, VecDeque};
+use alloc::vec::Vec;
+use core::cmp::Reverse;
+use core::fmt::Debug;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{DeviceId, Endpoint, EndpointConfig, EndpointOutput, EndpointStats, Slot};
+use crate::model::{Instant, RequestId};
+use crate::server::Registrations;
+
+const FORMAT: u32 = 1;
+
+#[derive(Serialize)]
+struct StateRef<'a, P> {
+    format: u32,
+    config: &'a EndpointConfig,
+    registrations: &'a Registrations,
+    slots: &'a Vec<Slot<P>>,
+    free: &'a Vec<u32>,
+    outputs: &'a VecDeque<EndpointOutput<P>>,
+    deferred: &'a VecDeque<(DeviceId, RequestId)>,
+    counter: u64,
+    last_now: Instant,
+    stats: EndpointStats,
+}
+
+#[derive(Deserialize)]
+struct State<P> {
+    format: u32,
+    config: EndpointConfig,
+    registrations: Registrations,
+    slots: Vec<Slot<P>>,
+    free: Vec<u32>,
+    outputs: VecDeque<EndpointOutput<P>>,
+    deferred: VecDeque<(DeviceId, RequestId)>,
+    counter: u64,
+    last_now: Instant,
+    stats: EndpointStats,
+}
+
+impl<P: Serialize> Serialize for Endpoint<P> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        StateRef {
+            format: FORMAT,
+            config: &self.config,
+            registrations: &self.registrations,
+            slots: &self.slots,
+            free: &self.free,
+            outputs: &self.outputs,
+            deferred: &self.deferred,
+            counter: self.counter,
+            last_now: self.last_now,
+            stats: self.stats,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de, P: Deserialize<'de> + Copy + Ord + Debug> Deserialize<'de> for Endpoint<P> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let state = State::<P>::deserialize(deserializer)?;
+        if state.format != FORMAT {
+            return Err(serde::de::Error::custom(alloc::format!(
+                "endpoint snapshot format {} (this build reads {FORMAT})",
+                state.format
+            )));
+        }
+        let mut endpoint = Endpoint {
+            config: state.config,
+            registrations: state.registrations,
+            slots: state.slots,
+            free: state.free,
+            by_name: BTreeMap::new(),
+            by_location: BTreeMap::new(),
+            by_peer: BTreeMap::new(),
+            images: BTreeMap::new(),
+            timers: BinaryHeap::new(),
+            outputs: state.outputs,
+            deferred: state.deferred,
+            counter: state.counter,
+            last_now: state.last_now,
+            stats: state.stats,
+        };
+        for (slot, entry) in endpoint.slots.iter().enumerate() {
+            let Some(device) = entry.device.as_ref() else { continue };
+            let slot = slot as u32;
+            endpoint.by_name.insert(device.name.clone(), slot);
+            if let Some(location) = device.location {
+                endpoint.by_location.insert(location, slot);
+            }
+            if let Some(peer) = device.peer {
+                endpoint.by_peer.insert(peer, slot);
+            }
+            if let Some(at) = device.upgrade.as_ref().and_then(|u| u.deadline) {
+                endpoint.timers.push(Reverse((at, slot, entry.generation)));
+            }
+        }
+        Ok(endpoint)
+    }
+}
