@@ -266,17 +266,6 @@ pub fn drive(input: &[u8]) {
         rest = &rest[end..];
         steps += 1;
     }
-    if std::env::var_os("FUZZ_ENDPOINT_TRACE").is_some() {
-        let e = driver.binding.endpoint();
-        let steps_of: Vec<_> =
-            ["d0", "d1", "d2"].iter().filter_map(|n| Some(e.device(e.find(n)?)?.task?.step())).collect();
-        eprintln!(
-            "{steps} steps, {} registered, tasks {steps_of:?}: {:?} {:?}",
-            e.registrations().len(),
-            e.stats(),
-            driver.binding.stats()
-        );
-    }
     // The peers fall silent: every upgrade ends by its deadlines.
     for _ in 0..200 {
         match driver.binding.poll_timeout() {
