@@ -108,6 +108,9 @@ pub struct ClientBinding {
     outstanding: Vec<Outstanding>,
     /// Answers to recent server requests by message id, for duplicates.
     answered: VecDeque<(u16, Instant, Vec<u8>)>,
+    /// Server requests surfaced and not answered yet (a copy of one is
+    /// dropped: the answer will come).
+    in_progress: Vec<u16>,
     transmits: VecDeque<(Target, Vec<u8>)>,
     events: VecDeque<ClientEvent>,
 }
@@ -125,6 +128,7 @@ impl ClientBinding {
             location: None,
             outstanding: Vec::new(),
             answered: VecDeque::new(),
+            in_progress: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -289,6 +293,7 @@ impl ClientBinding {
         }
         packet.payload = payload.to_vec();
         let bytes = to_bytes(&packet);
+        self.in_progress.retain(|id| *id != request.message_id);
         self.answered.push_back((request.message_id, now, bytes.clone()));
         if self.answered.len() > REMEMBERED {
             self.answered.pop_front();
@@ -312,7 +317,9 @@ impl ClientBinding {
                 }
                 MessageType::Acknowledgement => {
                     if let Some(o) = self.outstanding.iter_mut().find(|o| o.message_id == message_id) {
+                        // The separate response has until EXCHANGE_LIFETIME to come.
                         o.acked = true;
+                        o.deadline = now + self.config.exchange_lifetime;
                     }
                 }
                 MessageType::Reset => {
@@ -372,6 +379,14 @@ impl ClientBinding {
             self.transmits.push_back((Target::Server, answer));
             return;
         }
+        if self.in_progress.contains(&message_id) {
+            // A copy of a request being answered: not processed twice.
+            return;
+        }
+        if self.in_progress.len() >= REMEMBERED {
+            self.in_progress.remove(0);
+        }
+        self.in_progress.push(message_id);
         let handle = RequestHandle {
             message_id,
             token: packet.get_token().to_vec(),
@@ -380,18 +395,19 @@ impl ClientBinding {
         self.events.push_back(ClientEvent::Request(handle, operation(packet)));
     }
 
-    /// Fires retransmissions due at `now`; an uplink that used them all up is
-    /// [`ClientEvent::Failed`].
+    /// Fires retransmissions due at `now`; an uplink that used them all up,
+    /// or whose separate response did not come within EXCHANGE_LIFETIME of
+    /// its empty ACK, is [`ClientEvent::Failed`].
     pub fn handle_timeout(&mut self, now: Instant) {
         let max = self.config.max_retransmit;
         let mut i = 0;
         while i < self.outstanding.len() {
             let o = &mut self.outstanding[i];
-            if o.acked || o.deadline > now {
+            if o.deadline > now {
                 i += 1;
                 continue;
             }
-            if o.sends > max {
+            if o.sends > max || o.acked {
                 let o = self.outstanding.swap_remove(i);
                 self.events.push_back(ClientEvent::Failed(o.what));
                 continue;
@@ -406,7 +422,7 @@ impl ClientBinding {
 
     /// When to call [`handle_timeout`](Self::handle_timeout).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.outstanding.iter().filter(|o| !o.acked).map(|o| o.deadline).min()
+        self.outstanding.iter().map(|o| o.deadline).min()
     }
 
     /// The next datagram to send.
@@ -472,3 +488,7 @@ fn operation(packet: &Packet) -> Result<Operation, ResponseCode> {
         _ => Err(ResponseCode::METHOD_NOT_ALLOWED),
     }
 }
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;

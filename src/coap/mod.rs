@@ -199,6 +199,7 @@ impl<P: Copy + Ord + Hash + core::fmt::Debug> ServerBinding<P> {
     /// # Errors
     /// As [`Endpoint::upgrade`].
     pub fn upgrade(&mut self, now: Instant, name: &str, config: Arc<UpgradeConfig>) -> Result<DeviceId, EndpointError> {
+        self.tick(now)?;
         let device = self.endpoint.upgrade(now, name, config)?;
         self.drain(now);
         Ok(device)
@@ -209,6 +210,7 @@ impl<P: Copy + Ord + Hash + core::fmt::Debug> ServerBinding<P> {
     /// # Errors
     /// As [`Endpoint::cancel`].
     pub fn cancel(&mut self, now: Instant, device: DeviceId) -> Result<(), EndpointError> {
+        self.tick(now)?;
         self.endpoint.cancel(now, device)?;
         self.drain(now);
         Ok(())
@@ -219,6 +221,7 @@ impl<P: Copy + Ord + Hash + core::fmt::Debug> ServerBinding<P> {
     /// # Errors
     /// As [`Endpoint::release_execute`].
     pub fn release_execute(&mut self, now: Instant, device: DeviceId) -> Result<(), EndpointError> {
+        self.tick(now)?;
         self.endpoint.release_execute(now, device)?;
         self.drain(now);
         Ok(())
@@ -545,20 +548,21 @@ impl<P: Copy + Ord + Hash + core::fmt::Debug> ServerBinding<P> {
 const REQUEST_OPTIONS: [u16; 8] = [3, 7, 11, 12, 14, 15, 17, 23];
 
 /// Is the datagram's framing sound beyond what coap-lite checks? A payload
-/// marker followed by no payload is a message format error (§3).
+/// marker followed by no payload is a message format error (§3); a trailing
+/// 0xFF may be an option's last value byte or the payload's, so the options
+/// are walked to find where the marker is.
 fn well_formed(datagram: &[u8]) -> bool {
-    datagram.last() != Some(&0xFF) || payload_marker_is_option_byte(datagram)
+    datagram.last() != Some(&0xFF) || !ends_with_payload_marker(datagram)
 }
 
-/// A trailing 0xFF may be an option's last value byte rather than a marker:
-/// walk the options to tell.
-fn payload_marker_is_option_byte(datagram: &[u8]) -> bool {
+/// Whether the options run up to a payload marker that is the last byte.
+fn ends_with_payload_marker(datagram: &[u8]) -> bool {
     let tkl = usize::from(datagram[0] & 0x0F);
     let mut i = 4 + tkl;
     while i < datagram.len() {
         let byte = datagram[i];
         if byte == 0xFF {
-            return false;
+            return i + 1 == datagram.len();
         }
         i += 1;
         let mut ext = |nibble: u8| -> Option<usize> {
@@ -577,10 +581,10 @@ fn payload_marker_is_option_byte(datagram: &[u8]) -> bool {
                 n => Some(usize::from(n)),
             }
         };
-        let (Some(_), Some(length)) = (ext(byte >> 4), ext(byte & 0x0F)) else { return false };
+        let (Some(_), Some(length)) = (ext(byte >> 4), ext(byte & 0x0F)) else { return true };
         i += length;
     }
-    true
+    false
 }
 
 type PathAndQuery<'p> = (Vec<&'p str>, Vec<&'p str>);
@@ -738,3 +742,6 @@ fn operation_method(operation: &Operation) -> RequestType {
         _ => RequestType::Get,
     }
 }
+
+#[cfg(test)]
+mod tests;
