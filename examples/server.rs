@@ -162,7 +162,7 @@ fn run(args: Args) -> Result<bool, String> {
                     all_succeeded &= outcome.is_success();
                     let view = binding.endpoint().device(device);
                     let (downlinks, uplinks) = view.map_or((0, 0), |v| (v.downlinks, v.uplinks));
-                    let unmatched = binding.endpoint().stats().unmatched;
+                    let unmatched = binding.endpoint().stats().unmatched + binding.stats().unmatched;
                     report(&args, &name, &outcome, d.started.elapsed(), downlinks, uplinks, unmatched);
                 }
                 _ => {}
@@ -174,8 +174,13 @@ fn run(args: Args) -> Result<bool, String> {
     }
     let (stats, coap) = (binding.endpoint().stats(), binding.stats());
     eprintln!(
-        "server: dropped {} unmatched responses, {} stale notifications; {} malformed datagrams, {} duplicates, {} retransmissions",
-        stats.unmatched, stats.stale, coap.malformed, coap.duplicates, coap.retransmissions
+        "server: dropped {} unmatched responses ({} from addresses no device registered from), {} stale notifications; {} malformed datagrams, {} duplicates, {} retransmissions",
+        stats.unmatched + coap.unmatched,
+        stats.unmatched_foreign + coap.unmatched_foreign,
+        stats.stale,
+        coap.malformed,
+        coap.duplicates,
+        coap.retransmissions
     );
     Ok(all_succeeded)
 }

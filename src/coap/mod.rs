@@ -102,6 +102,11 @@ pub struct BindingStats {
     pub gave_up: u64,
     /// Requests refused with 4.02 for an unrecognized critical option.
     pub bad_option: u64,
+    /// ACKs and RSTs that matched no request awaiting one (the endpoint
+    /// counts the responses and notifications it did not match).
+    pub unmatched: u64,
+    /// Of those, the ones from an address no device is registered from.
+    pub unmatched_foreign: u64,
 }
 
 #[derive(Debug)]
@@ -290,19 +295,28 @@ impl<P: Copy + Ord + Hash + core::fmt::Debug> ServerBinding<P> {
             // CoAP ping (§4.3): answered with a RST.
             0 => self.send(peer, empty(MessageType::Reset, message_id)),
             // An empty ACK: the response follows separately, by token.
-            2 => {
-                if let Some(token) = self.by_message_id.remove(&(peer, message_id)) {
+            2 => match self.by_message_id.remove(&(peer, message_id)) {
+                Some(token) => {
                     self.forget_pending(token);
                 }
-            }
+                None => self.unmatched(peer),
+            },
             // A RST: the device could not process the request.
-            3 => {
-                if let Some(token) = self.by_message_id.remove(&(peer, message_id)) {
+            3 => match self.by_message_id.remove(&(peer, message_id)) {
+                Some(token) => {
                     self.forget_pending(token);
                     let _ = self.endpoint.exchange_failed(now, token);
                 }
-            }
+                None => self.unmatched(peer),
+            },
             _ => {}
+        }
+    }
+
+    fn unmatched(&mut self, peer: P) {
+        self.stats.unmatched += 1;
+        if self.endpoint.find_peer(peer).is_none() {
+            self.stats.unmatched_foreign += 1;
         }
     }
 
@@ -377,10 +391,11 @@ impl<P: Copy + Ord + Hash + core::fmt::Debug> ServerBinding<P> {
         if kind == 2 {
             // Piggybacked: it answers the request with this message id, if
             // the token agrees (§5.3.2).
-            let Some(&expected) = self.by_message_id.get(&(peer, message_id)) else { return Ok(()) };
-            if token != Some(expected) {
+            let expected = self.by_message_id.get(&(peer, message_id)).copied();
+            let Some(expected) = expected.filter(|expected| token == Some(*expected)) else {
+                self.unmatched(peer);
                 return Ok(());
-            }
+            };
             self.forget_pending(expected);
         } else if kind == 0 && self.duplicate(peer, message_id) {
             return Ok(());

@@ -245,6 +245,8 @@ pub struct EndpointStats {
     /// Responses and notifications that matched no exchange or observation
     /// of the device they came from.
     pub unmatched: u64,
+    /// Of those, the ones from an address no device is registered from.
+    pub unmatched_foreign: u64,
     /// Notifications older than one already seen.
     pub stale: u64,
     /// Device requests answered with an error code.

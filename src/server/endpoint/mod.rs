@@ -654,7 +654,12 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
         self.tick(now)?;
         let verdict = self.response(now, peer, response);
         match verdict {
-            ResponseVerdict::Unmatched => self.stats.unmatched += 1,
+            ResponseVerdict::Unmatched => {
+                self.stats.unmatched += 1;
+                if !self.by_peer.contains_key(&peer) {
+                    self.stats.unmatched_foreign += 1;
+                }
+            }
             ResponseVerdict::Stale => self.stats.stale += 1,
             ResponseVerdict::Accepted => {}
         }
