@@ -350,6 +350,14 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
         if device.location.is_some() || device.upgrade.is_some() {
             return;
         }
+        self.release(slot);
+    }
+
+    /// Removes the device in `slot` from the name index and frees the slot
+    /// (its registration's indexes are gone already; timer entries of the
+    /// slot are stale from now on).
+    fn release(&mut self, slot: u32) {
+        let device = self.device_at(slot);
         let name = core::mem::take(&mut device.name);
         self.by_name.remove(&name);
         self.slots[slot as usize].device = None;
@@ -417,6 +425,47 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
         let upgrade = d.upgrade.as_mut().ok_or(EndpointError::UnknownDevice)?;
         upgrade.task.handle(now, input)?;
         self.drain(now, device.slot);
+        Ok(())
+    }
+
+    /// Forgets `device` altogether, for a server that keeps only the devices
+    /// it is working on (a campaign whose finished devices leave, so that
+    /// memory follows the upgrades running, not the fleet's size). Its
+    /// registration is removed from the table (a later Update from it is
+    /// answered 4.04, as after an expiry; it may Register again as a new
+    /// device), each of its exchanges and observations is announced with an
+    /// [`EndpointOutput::Abandon`], and its upgrade, finished or not, is
+    /// dropped: a running task ends without a [`EndpointEvent::Finished`]
+    /// and its task hears nothing. Nothing else is queued (no event): the
+    /// caller knows what it did. `device` names nothing afterwards (its
+    /// handle never names the device that takes its slot next).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lwm2m_fota::model::Instant;
+    /// use lwm2m_fota::server::{Endpoint, EndpointConfig, EndpointError, UpgradeConfig};
+    ///
+    /// let mut endpoint: Endpoint<u32> = Endpoint::new(EndpointConfig::default());
+    /// let config = Arc::new(UpgradeConfig::new("coap://server/fw/", "fw.bin", 4096));
+    /// let device = endpoint.upgrade(Instant::ZERO, "dev-1", config).unwrap();
+    /// endpoint.forget(device).unwrap();
+    /// assert_eq!(endpoint.find("dev-1"), None);
+    /// assert!(endpoint.device(device).is_none());
+    /// assert_eq!(endpoint.forget(device), Err(EndpointError::UnknownDevice));
+    /// ```
+    ///
+    /// # Errors
+    /// [`EndpointError::UnknownDevice`] when the endpoint does not know
+    /// `device` (it left, or was forgotten, before).
+    pub fn forget(&mut self, device: DeviceId) -> Result<(), EndpointError> {
+        let location = self.get(device).ok_or(EndpointError::UnknownDevice)?.location;
+        if let Some(location) = location {
+            // The endpoint's clock is never behind the table's, so this only
+            // fails for a location the table no longer holds.
+            let _ = self.registrations.deregister(self.last_now, location);
+        }
+        self.forget_registration(device.slot);
+        self.release(device.slot);
         Ok(())
     }
 
@@ -521,14 +570,12 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
     /// Forgets the observations and exchanges of `slot`'s registration and the
     /// registration's indexes (the registration table entry is gone already).
     fn forget_registration(&mut self, slot: u32) {
-        let device = self.device_at(slot);
+        let id = self.id(slot);
+        let Some(device) = self.slots[slot as usize].device.as_mut() else { return };
         let location = device.location.take();
         let peer = device.peer.take();
-        let tokens: Vec<Token> =
-            device.in_flight.drain(..).map(|f| f.token).chain(device.observations.drain(..).map(|o| o.token)).collect();
-        for token in tokens {
-            self.outputs.push_back(EndpointOutput::Abandon { token });
-        }
+        let tokens = device.in_flight.drain(..).map(|f| f.token).chain(device.observations.drain(..).map(|o| o.token));
+        self.outputs.extend(tokens.map(|token| EndpointOutput::Abandon { device: id, token }));
         if let Some(location) = location {
             self.by_location.remove(&location);
         }
