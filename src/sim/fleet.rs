@@ -29,7 +29,8 @@ use std::time::Duration;
 
 use super::{FleetProfile, ImageStore, LinkParams, Rng, SimDevice, SimImage, image_bytes};
 use crate::model::{
-    ClientMessage, ContentFormat, Instant, Operation, Path, Registration, RequestId, ResponseCode, format_object_links,
+    ClientMessage, ContentFormat, Instant, ObjectLinks, Operation, Path, Registration, RequestId, ResponseCode,
+    format_object_links,
 };
 use crate::server::{
     DeviceId, DeviceRequest, DeviceResponse, DownlinkRequest, Endpoint, EndpointConfig, EndpointEvent, EndpointOutput,
@@ -377,6 +378,11 @@ pub struct Fleet {
     now: Instant,
     /// The last message id given to a request.
     message_id: RequestId,
+    /// Link lists as Register payloads, by the objects they list (a fleet's
+    /// devices register with a handful of different ones).
+    links: Vec<(Vec<ObjectLinks>, String)>,
+    /// The Uri-Query values of the Register being sent, reused.
+    query: String,
     report: FleetReport,
     durations: Vec<u32>,
     next_to_start: usize,
@@ -428,6 +434,8 @@ impl Fleet {
             uplinks: UplinkStore::default(),
             now: Instant::ZERO,
             message_id: 0,
+            links: Vec::new(),
+            query: String::new(),
             report: FleetReport::default(),
             durations: Vec::with_capacity(devices),
             next_to_start: 0,
@@ -678,11 +686,10 @@ impl Fleet {
         let mut refused = false;
         match &message {
             ClientMessage::Register(registration) => {
-                let query = registration_query(registration);
-                let query: Vec<&str> = query.iter().map(String::as_str).collect();
-                let links = format_object_links(&registration.objects);
+                let (query, count) = registration_query(&mut self.query, registration);
+                let links = object_links(&mut self.links, &registration.objects);
                 let request = DeviceRequest {
-                    query: &query,
+                    query: &query[..count],
                     payload: links.as_bytes(),
                     ..DeviceRequest::new(Method::Post, &["rd"])
                 };
@@ -692,16 +699,16 @@ impl Fleet {
             }
             ClientMessage::Update { lifetime, objects } => match member.location {
                 Some(location) => {
-                    let segment = location.to_string();
+                    let mut hex = [0u8; 16];
+                    let path = ["rd", location_segment(location, &mut hex)];
                     let lt = lifetime.map(|lt| format!("lt={lt}"));
-                    let query: Vec<&str> = lt.iter().map(String::as_str).collect();
-                    let links = objects.as_deref().map(format_object_links).unwrap_or_default();
-                    let path = ["rd", segment.as_str()];
-                    let request = DeviceRequest {
-                        query: &query,
-                        payload: links.as_bytes(),
-                        ..DeviceRequest::new(Method::Post, &path)
+                    let query: &[&str] = match &lt {
+                        Some(lt) => &[lt.as_str()],
+                        None => &[],
                     };
+                    let links = objects.as_deref().map_or("", |objects| object_links(&mut self.links, objects));
+                    let request =
+                        DeviceRequest { query, payload: links.as_bytes(), ..DeviceRequest::new(Method::Post, &path) };
                     let reply = endpoint.handle_request(now, peer, &request);
                     if !reply.is_ok_and(|r| r.code == ResponseCode::CHANGED) {
                         member.location = None;
@@ -712,8 +719,8 @@ impl Fleet {
             },
             ClientMessage::Deregister => {
                 if let Some(location) = member.location.take() {
-                    let segment = location.to_string();
-                    let path = ["rd", segment.as_str()];
+                    let mut hex = [0u8; 16];
+                    let path = ["rd", location_segment(location, &mut hex)];
                     let _ = endpoint.handle_request(now, peer, &DeviceRequest::new(Method::Delete, &path));
                 }
             }
@@ -890,19 +897,88 @@ impl Fleet {
     }
 }
 
-/// The Uri-Query values of a device's Register.
-fn registration_query(registration: &Registration) -> Vec<String> {
-    let mut query = vec![
-        format!("ep={}", registration.endpoint),
-        format!("lt={}", registration.lifetime),
-        format!("lwm2m={}", registration.lwm2m_version),
-        format!("b={}", registration.binding),
-    ];
+/// The Uri-Query values of a device's Register, written into `buffer`: the
+/// values and how many there are.
+fn registration_query<'b>(buffer: &'b mut String, registration: &Registration) -> ([&'b str; 5], usize) {
+    buffer.clear();
+    let mut ends = [0; 5];
+    buffer.push_str("ep=");
+    buffer.push_str(&registration.endpoint);
+    ends[0] = buffer.len();
+    buffer.push_str("lt=");
+    push_decimal(buffer, registration.lifetime);
+    ends[1] = buffer.len();
+    buffer.push_str("lwm2m=");
+    buffer.push_str(registration.lwm2m_version.as_str());
+    ends[2] = buffer.len();
+    buffer.push_str("b=");
+    buffer.push_str(&registration.binding);
+    ends[3] = buffer.len();
+    let mut count = 4;
     // LwM2M 1.1 says queue mode with `Q`; 1.0 with the binding `UQ`.
     if registration.queue_mode && !registration.binding.contains('Q') {
-        query.push("Q".into());
+        buffer.push('Q');
+        ends[4] = buffer.len();
+        count = 5;
     }
-    query
+    let buffer: &'b str = buffer;
+    let mut query = [""; 5];
+    let mut start = 0;
+    for (value, &end) in query.iter_mut().zip(&ends).take(count) {
+        *value = &buffer[start..end];
+        start = end;
+    }
+    (query, count)
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(buffer: &mut String, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buffer.extend(digits[i..].iter().map(|&d| char::from(d)));
+}
+
+/// The path segment after `rd` of `location` (lowercase hex, as its
+/// `Display`), written into `buffer`.
+fn location_segment(location: Location, buffer: &mut [u8; 16]) -> &str {
+    let mut id = location.id();
+    let mut i = buffer.len();
+    loop {
+        i -= 1;
+        buffer[i] = b"0123456789abcdef"[(id & 15) as usize];
+        id >>= 4;
+        if id == 0 {
+            break;
+        }
+    }
+    // Hex digits are ASCII.
+    std::str::from_utf8(&buffer[i..]).unwrap_or_default()
+}
+
+/// The Register payload listing `objects`, formatted once per distinct list.
+fn object_links<'c>(cache: &'c mut Vec<(Vec<ObjectLinks>, String)>, objects: &[ObjectLinks]) -> &'c str {
+    const CACHED: usize = 16;
+    let i = match cache.iter().position(|(cached, _)| cached.as_slice() == objects) {
+        Some(i) => i,
+        None => {
+            if cache.len() == CACHED {
+                // More lists than a fleet has: the oldest goes.
+                cache.remove(0);
+            }
+            cache.push((objects.to_vec(), format_object_links(objects)));
+            cache.len() - 1
+        }
+    };
+    &cache[i].1
 }
 
 /// The member `at` names, unless its upgrade has ended.
