@@ -8,7 +8,7 @@
 //! the [`DeviceRequest`] or [`DeviceResponse`] that message is on the wire
 //! (Register as `POST /rd?ep=…&lt=…&lwm2m=…&b=…` with its object links,
 //! Update and De-register at the location the 2.01 named, Send as
-//! `POST /dp`), and each [`Transmit`] into the [`Operation`] the device
+//! `POST /dp`), and each [`Transmit`](crate::server::Transmit) into the [`Operation`] the device
 //! executes (a pushed block is a Block1 write of `/5/0/0`). The endpoint does
 //! everything else a server does: registrations and their lifetimes, tokens,
 //! observations and their freshness, the Block1 push and the tasks.
