@@ -449,7 +449,7 @@ impl<P: Copy + Ord + Hash + core::fmt::Debug> ServerBinding<P> {
         while let Some(output) = self.endpoint.poll_output() {
             match output {
                 EndpointOutput::Transmit(transmit) => self.transmit(now, transmit),
-                EndpointOutput::Abandon { token } => {
+                EndpointOutput::Abandon { token, .. } => {
                     self.forget_pending(token);
                 }
                 EndpointOutput::Event(device, event) => {

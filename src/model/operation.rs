@@ -101,6 +101,14 @@ pub struct LinkFormatError {
 /// [`LinkFormatError`] with the offset of a link that is not `<…>` or a path
 /// that is not numeric.
 pub fn parse_object_links(text: &str) -> Result<Vec<ObjectLinks>, LinkFormatError> {
+    match parse_plain_links(text) {
+        Some(objects) => Ok(objects),
+        None => parse_any_links(text),
+    }
+}
+
+/// [`parse_object_links`] for any text.
+fn parse_any_links(text: &str) -> Result<Vec<ObjectLinks>, LinkFormatError> {
     let mut objects: Vec<ObjectLinks> = Vec::new();
     // An alternate root path (`</lwm2m>;rt="oma.lwm2m"`) prefixes every object link.
     let mut root = "";
@@ -138,32 +146,106 @@ pub fn parse_object_links(text: &str) -> Result<Vec<ObjectLinks>, LinkFormatErro
             continue;
         }
         let target = target.strip_prefix(root).unwrap_or(target);
-        let segments: Vec<&str> = target.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
-        let ids: Option<Vec<u16>> = segments.iter().map(|s| s.parse::<u16>().ok()).collect();
-        match ids.as_deref() {
-            _ if segments.is_empty() => {}
-            Some([object]) => match objects.iter_mut().find(|o| o.object_id == *object) {
-                Some(existing) => existing.version = existing.version.or(version),
-                None => objects.push(ObjectLinks { object_id: *object, version, instances: Vec::new() }),
-            },
-            Some([object, instance]) => {
-                let entry = match objects.iter().position(|o| o.object_id == *object) {
-                    Some(i) => &mut objects[i],
-                    None => {
-                        objects.push(ObjectLinks { object_id: *object, version: None, instances: Vec::new() });
-                        objects.last_mut().ok_or(LinkFormatError { offset: pos })?
-                    }
-                };
-                entry.version = entry.version.or(version);
-                if !entry.instances.contains(instance) {
-                    entry.instances.push(*instance);
-                }
-            }
+        // An object or object instance path: at most two numeric segments
+        // (empty ones ignored); none is a link to skip.
+        let mut ids = [0u16; 2];
+        let mut count = 0;
+        for segment in target.trim_matches('/').split('/').filter(|s| !s.is_empty()) {
+            let Some(id) = segment.parse::<u16>().ok().filter(|_| count < ids.len()) else {
+                return Err(LinkFormatError { offset: pos + 1 });
+            };
+            ids[count] = id;
+            count += 1;
+        }
+        match ids[..count] {
+            [] => {}
+            [object] => add_link(&mut objects, object, None, version),
+            [object, instance] => add_link(&mut objects, object, Some(instance), version),
             _ => return Err(LinkFormatError { offset: pos + 1 }),
         }
         pos = end;
     }
     Ok(objects)
+}
+
+/// Adds the link `</object>` or `</object/instance>` (with its `ver`) to `objects`.
+fn add_link(objects: &mut Vec<ObjectLinks>, object: u16, instance: Option<u16>, version: Option<ObjectVersion>) {
+    let Some(instance) = instance else {
+        match objects.iter_mut().find(|o| o.object_id == object) {
+            Some(existing) => existing.version = existing.version.or(version),
+            None => objects.push(ObjectLinks { object_id: object, version, instances: Vec::new() }),
+        }
+        return;
+    };
+    let i = match objects.iter().position(|o| o.object_id == object) {
+        Some(i) => i,
+        None => {
+            objects.push(ObjectLinks { object_id: object, version: None, instances: Vec::new() });
+            objects.len() - 1
+        }
+    };
+    let entry = &mut objects[i];
+    entry.version = entry.version.or(version);
+    if !entry.instances.contains(&instance) {
+        entry.instances.push(instance);
+    }
+}
+
+/// The link list as clients usually send it, read in one pass:
+/// `</1/0>,</3/0>,</5>;ver=1.1,</5/0>` — links of one or two numeric
+/// segments, each with at most a `ver` attribute of digits and dots,
+/// separated by single commas, and nothing else. `None` for any other text,
+/// which the general parser reads (for these it gives the same objects).
+fn parse_plain_links(text: &str) -> Option<Vec<ObjectLinks>> {
+    /// The decimal number at `pos` (at least one digit, at most `u16::MAX`)
+    /// and where it ends.
+    fn number(bytes: &[u8], mut pos: usize) -> Option<(u16, usize)> {
+        let start = pos;
+        let mut value = 0u32;
+        while let Some(digit) = bytes.get(pos).filter(|b| b.is_ascii_digit()) {
+            value = value * 10 + u32::from(digit - b'0');
+            if value > u32::from(u16::MAX) {
+                return None;
+            }
+            pos += 1;
+        }
+        (pos > start).then_some((value as u16, pos))
+    }
+    let bytes = text.as_bytes();
+    let mut objects = Vec::new();
+    let mut pos = 0;
+    loop {
+        if bytes.get(pos..pos + 2) != Some(b"</") {
+            return None;
+        }
+        let (object, end) = number(bytes, pos + 2)?;
+        pos = end;
+        let mut instance = None;
+        if bytes.get(pos) == Some(&b'/') {
+            let (id, end) = number(bytes, pos + 1)?;
+            instance = Some(id);
+            pos = end;
+        }
+        if bytes.get(pos) != Some(&b'>') {
+            return None;
+        }
+        pos += 1;
+        let mut version = None;
+        if bytes[pos..].starts_with(b";ver=") {
+            let start = pos + 5;
+            pos = start;
+            while bytes.get(pos).is_some_and(|b| b.is_ascii_digit() || *b == b'.') {
+                pos += 1;
+            }
+            version = text[start..pos].parse::<ObjectVersion>().ok();
+        }
+        add_link(&mut objects, object, instance, version);
+        match bytes.get(pos) {
+            None => return Some(objects),
+            Some(b',') => pos += 1,
+            Some(_) => return None,
+        }
+    }
 }
 
 /// Formats objects as a Register payload: `</1>;ver=1.1,</1/0>,</3/0>,…`.
@@ -400,6 +482,53 @@ mod tests {
         assert_eq!(parse_object_links("3/0").unwrap_err().offset, 0);
         assert_eq!(parse_object_links("</a/b>").unwrap_err().offset, 1);
         assert!(parse_object_links("").unwrap().is_empty());
+        // What clients send is read in one pass.
+        let plain = parse_plain_links("</1/0>,</3/0>,</5>;ver=1.1,</5/0>").unwrap();
+        assert_eq!(plain, parse_any_links("</1/0>,</3/0>,</5>;ver=1.1,</5/0>").unwrap());
+        assert_eq!(plain[2].version, Some(ObjectVersion::V1_1));
+    }
+
+    proptest::proptest! {
+        /// The one-pass reader of plain link lists gives what the general
+        /// parser gives, on lists near its grammar's edges (and it declines
+        /// what it does not read).
+        #[test]
+        fn plain_links_read_as_the_general_parser_reads_them(
+            links in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["0", "3", "5", "007", "65535", "65536", "+5", "", "a"]),
+                    proptest::option::of(proptest::sample::select(vec!["0", "1", "2", "99999", ""])),
+                    proptest::option::of(proptest::sample::select(vec!["1.0", "1.1", "1.2", "2", "1.", "1.1.1", "\"1.1\""])),
+                ),
+                0..6,
+            ),
+            separator in proptest::sample::select(vec![",", ",,", ", ", ""]),
+            trailer in proptest::sample::select(vec!["", ",", ";rt=\"x\"", ">"]),
+        ) {
+            let mut text = String::new();
+            for (i, (object, instance, version)) in links.iter().enumerate() {
+                if i > 0 {
+                    text.push_str(separator);
+                }
+                text.push_str("</");
+                text.push_str(object);
+                if let Some(instance) = instance {
+                    text.push('/');
+                    text.push_str(instance);
+                }
+                text.push('>');
+                if let Some(version) = version {
+                    text.push_str(";ver=");
+                    text.push_str(version);
+                }
+            }
+            text.push_str(trailer);
+            let general = parse_any_links(&text);
+            if let Some(plain) = parse_plain_links(&text) {
+                proptest::prop_assert_eq!(Ok(plain), general.clone(), "{}", text);
+            }
+            proptest::prop_assert_eq!(parse_object_links(&text), general, "{}", text);
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! registrations are kept. Sans-I/O: the caller passes the Uri-Query values
 //! and the payload of each request and sends the answer the result names.
 
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque, btree_map};
 use alloc::string::String;
 use core::fmt;
 use core::time::Duration;
@@ -182,8 +182,8 @@ fn params<'q>(query: impl IntoIterator<Item = &'q str>) -> Result<Params<'q>, Re
     let mut p = Params::default();
     let mut seen = 0u8;
     for item in query {
-        let (name, value) = match item.split_once('=') {
-            Some((name, value)) => (name, Some(value)),
+        let (name, value) = match item.bytes().position(|b| b == b'=') {
+            Some(i) => (&item[..i], Some(&item[i + 1..])),
             None => (item, None),
         };
         let bit = match name {
@@ -323,11 +323,25 @@ impl Registrations {
         let objects = links(payload)?;
         let version = p.version.unwrap_or(Lwm2mVersion::V1_0);
         let binding = p.binding.unwrap_or("U");
-        let known = self.by_endpoint.get(endpoint).copied();
-        if known.is_none() && self.entries.len() >= self.limits.max_registrations {
-            return Err(RegistrationError::Full);
-        }
-        let replaced = known.and_then(|location| self.remove(location));
+        let location = Location(self.next_location);
+        // One search of the name index: a known endpoint's entry is pointed
+        // at the new location, and its earlier registration goes.
+        let replaced = match self.by_endpoint.entry(String::from(endpoint)) {
+            btree_map::Entry::Occupied(mut indexed) => {
+                let old = core::mem::replace(indexed.get_mut(), location);
+                self.entries.remove(&old).map(|entry| {
+                    self.expiries.remove(&(entry.expires, old));
+                    entry.registration
+                })
+            }
+            btree_map::Entry::Vacant(vacant) => {
+                if self.entries.len() >= self.limits.max_registrations {
+                    return Err(RegistrationError::Full);
+                }
+                vacant.insert(location);
+                None
+            }
+        };
         let registration = Registration {
             endpoint: String::from(endpoint),
             lifetime: p.lifetime.unwrap_or(86_400),
@@ -336,11 +350,9 @@ impl Registrations {
             queue_mode: p.queue || binding.contains('Q'),
             objects,
         };
-        let location = Location(self.next_location);
         self.next_location += 1;
         let expires = self.expiry(now, registration.lifetime);
         self.expiries.insert((expires, location));
-        self.by_endpoint.insert(registration.endpoint.clone(), location);
         self.entries.insert(location, Entry { registration, expires });
         Ok(Registered { location, replaced })
     }

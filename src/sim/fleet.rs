@@ -1,19 +1,41 @@
-//! A fleet simulation: one [`UpgradeTask`] per [`SimDevice`], connected by the
+//! A fleet simulation: one [`Endpoint`], the server a real deployment runs,
+//! serving every [`SimDevice`] being upgraded, connected to them by the
 //! simulated network with CoAP's confirmable retransmissions, in virtual time.
 //!
 //! This is where the server and the device sides meet (the server never
-//! imports the device).
+//! imports the device). The fleet is the endpoint's binding, as the `coap`
+//! feature's is over sockets: it turns each device's [`ClientMessage`] into
+//! the [`DeviceRequest`] or [`DeviceResponse`] that message is on the wire
+//! (Register as `POST /rd?ep=…&lt=…&lwm2m=…&b=…` with its object links,
+//! Update and De-register at the location the 2.01 named, Send as
+//! `POST /dp`), and each [`Transmit`](crate::server::Transmit) into the [`Operation`] the device
+//! executes (a pushed block is a Block1 write of `/5/0/0`). The endpoint does
+//! everything else a server does: registrations and their lifetimes, tokens,
+//! observations and their freshness, the Block1 push and the tasks.
+//!
+//! The fleet models CoAP's messages, not their bytes: every request to a
+//! device gets a message id (the device's [`RequestId`]: it repeats its
+//! answer to a retransmission of the same id when it de-duplicates, and names
+//! an observation by the id of the Observe that started it), and the fleet
+//! remembers which exchange token each id carries. A response is piggybacked
+//! on the ACK of its request: it stops the request's retransmissions, and a
+//! copy arriving after its exchange ended is dropped, as a CoAP binding drops
+//! an ACK it no longer waits for.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use super::{FleetProfile, ImageStore, LinkParams, Rng, SimDevice, SimImage, image_bytes};
-use crate::model::{ClientMessage, ContentFormat, Instant, Operation, Path, RequestId};
-use crate::server::{Outcome, RequestKind, TaskInput, TaskOutput, TaskRequest, UpgradeConfig, UpgradeTask};
+use crate::model::{
+    ClientMessage, ContentFormat, Instant, ObjectLinks, Operation, Path, Registration, RequestId, ResponseCode,
+    format_object_links,
+};
+use crate::server::{
+    DeviceId, DeviceRequest, DeviceResponse, DownlinkRequest, Endpoint, EndpointConfig, EndpointEvent, EndpointOutput,
+    Location, MAX_TRANSMIT_WAIT, MemoryImage, Method, Outcome, RegistrationLimits, Token, UpgradeConfig, UpgradeTask,
+};
 
 /// RFC 7252 ACK_TIMEOUT (the simulation uses its lower bound).
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -91,8 +113,9 @@ struct MemberRef {
 #[derive(Debug)]
 enum Event {
     DeviceTimer(MemberRef),
-    TaskTimer(MemberRef),
-    /// A request reaches a device.
+    /// The endpoint's next deadline (one such event is queued at a time).
+    EndpointTimer,
+    /// A request (the message with this id) reaches a device.
     Downlink(MemberRef, RequestId),
     /// A device message (held in the uplink store) reaches the server.
     Uplink(MemberRef, u32),
@@ -302,31 +325,34 @@ impl UplinkStore {
     }
 }
 
-/// A member's two timers.
-#[derive(Debug, Clone, Copy)]
-enum Timer {
-    Device,
-    Task,
-}
-
-/// A request in flight from the server, retransmitted until answered.
+/// A request in flight to a device, retransmitted until answered.
 #[derive(Debug)]
 struct Outstanding {
-    id: RequestId,
+    /// Its message id (what the device sees as the request's id).
+    message: RequestId,
+    /// The endpoint's exchange it carries.
+    token: Token,
     operation: Operation,
     retransmit: Option<EventHandle>,
 }
 
 struct Member {
     device: SimDevice,
-    task: UpgradeTask,
-    outstanding: Option<Outstanding>,
+    /// Its handle in the endpoint.
+    id: DeviceId,
+    /// Its registration's location, from the endpoint's 2.01.
+    location: Option<Location>,
+    /// Requests in flight (usually one: the task asks one thing at a time).
+    outstanding: Vec<Outstanding>,
+    /// The message ids of the Observes sent to it, with their tokens: its
+    /// notifications name the Observe's id.
+    observations: Vec<(RequestId, Token)>,
     device_timer: Option<(Instant, EventHandle)>,
-    task_timer: Option<(Instant, EventHandle)>,
     started_at: Instant,
 }
 
-/// A place for one running upgrade; slots are reused as upgrades end.
+/// A place for one running upgrade; slots are reused as upgrades end. A
+/// slot's number is its device's peer address at the endpoint.
 struct Slot {
     generation: u32,
     member: Option<Member>,
@@ -336,20 +362,35 @@ struct Slot {
 #[allow(missing_debug_implementations)]
 pub struct Fleet {
     config: FleetConfig,
+    /// The server: it serves every member, and forgets each as it leaves.
+    endpoint: Endpoint<u32>,
+    /// The queued [`Event::EndpointTimer`], at the endpoint's deadline.
+    endpoint_timer: Option<(Instant, EventHandle)>,
     /// The running upgrades, stored densely (at most the concurrency limit).
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
+    /// The slot of each member, by its handle in the endpoint.
+    by_device: HashMap<DeviceId, u32>,
     images: ImageStore,
-    image: Bytes,
     queue: EventQueue,
     uplinks: UplinkStore,
     rng: Rng,
     now: Instant,
+    /// The last message id given to a request.
+    message_id: RequestId,
+    /// Link lists as Register payloads, by the objects they list (a fleet's
+    /// devices register with a handful of different ones).
+    links: Vec<(Vec<ObjectLinks>, String)>,
+    /// The Uri-Query values of the Register being sent, reused.
+    query: String,
     report: FleetReport,
     durations: Vec<u32>,
     next_to_start: usize,
     active: usize,
     finished: usize,
+    /// Devices the endpoint refused an upgrade (none while the device table
+    /// is as large as the concurrency limit): counted as stuck.
+    refused: u64,
 }
 
 impl Fleet {
@@ -361,46 +402,77 @@ impl Fleet {
         let version = upgrade.target_version.clone().unwrap_or_else(|| "2.0.0".into());
         let mut images = ImageStore::new();
         images.insert(upgrade.package_uri(), SimImage { size: upgrade.image_size, version: Some(version.clone()) });
-        let image = Bytes::from(image_bytes(&version, upgrade.image_size as usize));
         let devices = config.devices;
+        let limit = if config.concurrency == 0 { devices } else { config.concurrency.min(devices) };
+        let mut keys = Rng::derive(config.seed, u64::MAX - 1);
+        // A server as examples/server.rs runs it: a lifetime ends
+        // MAX_TRANSMIT_WAIT late (the Update renewing it may be in
+        // retransmission); tokens keyed from the seed, for determinism; as
+        // many devices as upgrades run at once.
+        let mut endpoint = Endpoint::new(EndpointConfig {
+            registrations: RegistrationLimits {
+                max_registrations: limit.max(1),
+                expiry_grace: MAX_TRANSMIT_WAIT,
+                ..RegistrationLimits::default()
+            },
+            token_key: [keys.next_u64(), keys.next_u64()],
+            ..EndpointConfig::default()
+        });
+        // The image pushed over Block1.
+        let image = image_bytes(&version, upgrade.image_size as usize);
+        endpoint.add_image(&upgrade.image_name, Arc::new(MemoryImage::new(image)));
         let mut fleet = Fleet {
             rng: Rng::derive(config.seed, u64::MAX),
             config,
+            endpoint,
+            endpoint_timer: None,
             slots: Vec::new(),
             free_slots: Vec::new(),
+            by_device: HashMap::new(),
             images,
-            image,
             queue: EventQueue::new(),
             uplinks: UplinkStore::default(),
             now: Instant::ZERO,
+            message_id: 0,
+            links: Vec::new(),
+            query: String::new(),
             report: FleetReport::default(),
             durations: Vec::with_capacity(devices),
             next_to_start: 0,
             active: 0,
             finished: 0,
+            refused: 0,
         };
         fleet.report.devices = devices;
         fleet.report.task_bytes = std::mem::size_of::<UpgradeTask>();
-        fleet.start_more();
+        fleet.after_endpoint();
         fleet
     }
 
-    /// Starts upgrades while the concurrency limit allows.
-    fn start_more(&mut self) {
+    /// Starts upgrades while the concurrency limit allows: each device joins
+    /// the fleet and the endpoint is told to upgrade it (its task waits for
+    /// the device's Register). Returns whether it started any.
+    fn start_more(&mut self) -> bool {
         let limit = if self.config.concurrency == 0 { usize::MAX } else { self.config.concurrency };
+        let mut started = false;
         while self.active < limit && self.next_to_start < self.config.devices {
             let i = self.next_to_start;
             self.next_to_start += 1;
-            self.active += 1;
             let profile = self.config.profile.for_device(self.config.seed, i as u64);
-            let mut task = UpgradeTask::new(self.config.upgrade.clone());
-            let _ = task.start(self.now);
+            let device = SimDevice::new(i as u64, profile, self.config.seed, &self.config.initial_version, self.now);
+            let Ok(id) = self.endpoint.upgrade(self.now, &device.endpoint(), self.config.upgrade.clone()) else {
+                self.refused += 1;
+                continue;
+            };
+            self.active += 1;
+            started = true;
             let member = Member {
-                device: SimDevice::new(i as u64, profile, self.config.seed, &self.config.initial_version, self.now),
-                task,
-                outstanding: None,
+                device,
+                id,
+                location: None,
+                outstanding: Vec::new(),
+                observations: Vec::new(),
                 device_timer: None,
-                task_timer: None,
                 started_at: self.now,
             };
             let at = match self.free_slots.pop() {
@@ -414,9 +486,10 @@ impl Fleet {
                     MemberRef { slot: (self.slots.len() - 1) as u32, generation: 0 }
                 }
             };
-            self.after_task(at);
+            self.by_device.insert(id, at.slot);
             self.after_device(at);
         }
+        started
     }
 
     fn schedule(&mut self, at: Instant, event: Event) -> EventHandle {
@@ -451,7 +524,8 @@ impl Fleet {
     fn report(mut self) -> FleetReport {
         // Tasks still running when nothing was left to happen are stuck.
         self.report.stuck = self.slots.iter().filter(|s| s.member.is_some()).count() as u64
-            + (self.config.devices - self.next_to_start) as u64;
+            + (self.config.devices - self.next_to_start) as u64
+            + self.refused;
         let durations = &mut self.durations;
         durations.sort_unstable();
         let pick = |q: f64| -> f64 {
@@ -482,20 +556,20 @@ impl Fleet {
                 }
                 self.after_device(at);
             }
-            Event::TaskTimer(at) => {
-                let Some(member) = self.member(at) else { return };
-                if member.task_timer.is_some_and(|(t, _)| t <= now) {
-                    member.task_timer = None;
-                    let _ = member.task.handle_timeout(now);
+            Event::EndpointTimer => {
+                if self.endpoint_timer.is_some_and(|(t, _)| t <= now) {
+                    self.endpoint_timer = None;
+                    // The fleet's clock never goes back, the only error.
+                    let _ = self.endpoint.handle_timeout(now);
                 }
-                self.after_task(at);
+                self.after_endpoint();
             }
-            Event::Downlink(at, id) => {
+            Event::Downlink(at, message) => {
                 let images = &self.images;
                 let Some(member) = member_in(&mut self.slots, at) else { return };
-                let Some(outstanding) = member.outstanding.as_ref().filter(|o| o.id == id) else { return };
+                let Some(outstanding) = member.outstanding.iter().find(|o| o.message == message) else { return };
                 let operation = outstanding.operation.clone();
-                member.device.handle(now, id, operation, images);
+                member.device.handle(now, message, operation, images);
                 self.after_device(at);
             }
             Event::Uplink(at, message) => {
@@ -503,16 +577,18 @@ impl Fleet {
                     self.uplink(at, message);
                 }
             }
-            Event::Retransmit(at, id, attempt) => {
-                let Some(member) = self.member(at) else { return };
-                let Some(outstanding) = member.outstanding.as_mut().filter(|o| o.id == id) else { return };
-                outstanding.retransmit = None;
+            Event::Retransmit(at, message, attempt) => {
+                let Some(member) = member_in(&mut self.slots, at) else { return };
+                let Some(i) = member.outstanding.iter().position(|o| o.message == message) else { return };
+                member.outstanding[i].retransmit = None;
                 if attempt > MAX_RETRANSMIT {
-                    member.outstanding = None;
-                    let _ = member.task.handle(now, TaskInput::TransportFailure { id });
-                    self.after_task(at);
+                    // CoAP gives up: the endpoint's task hears a transport failure.
+                    let token = member.outstanding.swap_remove(i).token;
+                    let _ = self.endpoint.exchange_failed(now, token);
+                    self.after_endpoint();
                 } else {
-                    self.send_downlink(at, id, attempt);
+                    self.endpoint.record_retransmission(member.id);
+                    self.send_downlink(at, message, attempt);
                 }
             }
             Event::UplinkRetransmit(at, message, attempt) => {
@@ -535,20 +611,21 @@ impl Fleet {
         }
     }
 
-    fn send_downlink(&mut self, at: MemberRef, id: RequestId, attempt: u8) {
+    fn send_downlink(&mut self, at: MemberRef, message: RequestId, attempt: u8) {
         self.report.downlinks += 1;
         let link = self.link(at, true);
         let timeout = ACK_TIMEOUT * (1u32 << attempt);
         if !self.rng.chance(link.loss_ppm) {
             let delay = self.delay(&link);
-            self.schedule(self.now + delay, Event::Downlink(at, id));
+            self.schedule(self.now + delay, Event::Downlink(at, message));
             if self.rng.chance(link.duplicate_ppm) {
                 let delay = self.delay(&link);
-                self.schedule(self.now + delay, Event::Downlink(at, id));
+                self.schedule(self.now + delay, Event::Downlink(at, message));
             }
         }
-        let handle = self.schedule(self.now + timeout, Event::Retransmit(at, id, attempt + 1));
-        if let Some(outstanding) = self.member(at).and_then(|m| m.outstanding.as_mut()) {
+        let handle = self.schedule(self.now + timeout, Event::Retransmit(at, message, attempt + 1));
+        let outstanding = self.member(at).and_then(|m| m.outstanding.iter_mut().find(|o| o.message == message));
+        if let Some(outstanding) = outstanding {
             outstanding.retransmit = Some(handle);
         }
     }
@@ -596,30 +673,203 @@ impl Fleet {
         self.schedule(self.now + delay, Event::Uplink(at, stored));
     }
 
+    /// A device message reaches the server: the endpoint gets it as the
+    /// request or response it is on the wire.
     fn uplink(&mut self, at: MemberRef, message: ClientMessage) {
         let now = self.now;
+        let peer = at.slot;
         let Some(member) = member_in(&mut self.slots, at) else { return };
-        let mut answered = None;
-        let input = match &message {
-            ClientMessage::Register(registration) => TaskInput::Registered(registration),
-            ClientMessage::Update { .. } => TaskInput::RegistrationUpdated,
-            ClientMessage::Deregister => TaskInput::Deregistered,
-            ClientMessage::Response { id, code, format, payload } => {
-                if member.outstanding.as_ref().is_some_and(|o| o.id == *id) {
-                    answered = member.outstanding.take().and_then(|o| o.retransmit);
+        let endpoint = &mut self.endpoint;
+        // A registration request the endpoint refused (4.04 for an Update
+        // of a registration that expired): the device registers again, as
+        // after one that never got through.
+        let mut refused = false;
+        match &message {
+            ClientMessage::Register(registration) => {
+                let (query, count) = registration_query(&mut self.query, registration);
+                let links = object_links(&mut self.links, &registration.objects);
+                let request = DeviceRequest {
+                    query: &query[..count],
+                    payload: links.as_bytes(),
+                    ..DeviceRequest::new(Method::Post, &["rd"])
+                };
+                let reply = endpoint.handle_request(now, peer, &request);
+                member.location = reply.ok().filter(|r| r.code == ResponseCode::CREATED).and_then(|r| r.location);
+                refused = member.location.is_none();
+            }
+            ClientMessage::Update { lifetime, objects } => match member.location {
+                Some(location) => {
+                    let mut hex = [0u8; 16];
+                    let path = ["rd", location_segment(location, &mut hex)];
+                    let lt = lifetime.map(|lt| format!("lt={lt}"));
+                    let query: &[&str] = match &lt {
+                        Some(lt) => &[lt.as_str()],
+                        None => &[],
+                    };
+                    let links = objects.as_deref().map_or("", |objects| object_links(&mut self.links, objects));
+                    let request =
+                        DeviceRequest { query, payload: links.as_bytes(), ..DeviceRequest::new(Method::Post, &path) };
+                    let reply = endpoint.handle_request(now, peer, &request);
+                    if !reply.is_ok_and(|r| r.code == ResponseCode::CHANGED) {
+                        member.location = None;
+                        refused = true;
+                    }
                 }
-                TaskInput::Response { id: *id, code: *code, format: *format, payload }
+                None => refused = true,
+            },
+            ClientMessage::Deregister => {
+                if let Some(location) = member.location.take() {
+                    let mut hex = [0u8; 16];
+                    let path = ["rd", location_segment(location, &mut hex)];
+                    let _ = endpoint.handle_request(now, peer, &DeviceRequest::new(Method::Delete, &path));
+                }
             }
-            ClientMessage::Notify { observation, format, payload, .. } => {
-                TaskInput::Notification { observation: *observation, format: *format, payload }
+            ClientMessage::Response { id, code, format, payload } => {
+                // The ACK of a request: its retransmissions stop. A copy of
+                // one whose exchange has ended is dropped.
+                let Some(i) = member.outstanding.iter().position(|o| o.message == *id) else { return };
+                let outstanding = member.outstanding.swap_remove(i);
+                if let Some(handle) = outstanding.retransmit {
+                    self.queue.cancel(handle);
+                }
+                // The device answers an Observe it accepted with the Observe option.
+                let observe =
+                    (matches!(outstanding.operation, Operation::Observe { .. }) && code.is_success()).then_some(0);
+                let response = DeviceResponse {
+                    content_format: format.map(ContentFormat::number),
+                    observe,
+                    ..DeviceResponse::new(outstanding.token, *code, payload)
+                };
+                let _ = endpoint.handle_response(now, peer, &response);
             }
-            ClientMessage::Send { format, payload } => TaskInput::Send { format: *format, payload },
-        };
-        let _ = member.task.handle(now, input);
-        if let Some(handle) = answered {
+            ClientMessage::Notify { observation, sequence, format, payload } => {
+                let Some(&(_, token)) = member.observations.iter().find(|(id, _)| id == observation) else { return };
+                let response = DeviceResponse {
+                    content_format: Some(format.number()),
+                    observe: Some(*sequence),
+                    ..DeviceResponse::new(token, ResponseCode::CONTENT, payload)
+                };
+                let _ = endpoint.handle_response(now, peer, &response);
+            }
+            ClientMessage::Send { format, payload } => {
+                let request = DeviceRequest {
+                    content_format: Some(format.number()),
+                    payload,
+                    ..DeviceRequest::new(Method::Post, &["dp"])
+                };
+                let _ = endpoint.handle_request(now, peer, &request);
+            }
+        }
+        if refused {
+            member.device.uplink_failed(now, &message);
+        }
+        self.after_endpoint();
+        if refused {
+            self.after_device(at);
+        }
+    }
+
+    /// Acts on what the endpoint asks for (requests to send, exchanges to
+    /// stop, upgrades that ended), starts the upgrades that the ended ones
+    /// make room for, and queues the endpoint's next deadline.
+    fn after_endpoint(&mut self) {
+        loop {
+            while let Some(output) = self.endpoint.poll_output() {
+                self.on_output(output);
+            }
+            if !self.start_more() {
+                break;
+            }
+        }
+        let due = self.endpoint.poll_timeout().map(|due| due.max(self.now));
+        if self.endpoint_timer.map(|(t, _)| t) == due {
+            return;
+        }
+        if let Some((_, handle)) = self.endpoint_timer.take() {
             self.queue.cancel(handle);
         }
-        self.after_task(at);
+        if let Some(due) = due {
+            let handle = self.schedule(due, Event::EndpointTimer);
+            self.endpoint_timer = Some((due, handle));
+        }
+    }
+
+    fn on_output(&mut self, output: EndpointOutput<u32>) {
+        match output {
+            EndpointOutput::Transmit(transmit) => {
+                let slot = transmit.peer;
+                let Some(entry) = self.slots.get_mut(slot as usize) else { return };
+                let at = MemberRef { slot, generation: entry.generation };
+                let Some(member) = entry.member.as_mut().filter(|m| m.id == transmit.device) else { return };
+                self.message_id += 1;
+                let message = self.message_id;
+                let operation = match transmit.request {
+                    DownlinkRequest::Operation(operation) => operation,
+                    DownlinkRequest::Block { block, size1, payload } => Operation::WriteBlock {
+                        path: Path::resource(5, 0, 0),
+                        format: ContentFormat::Opaque,
+                        block,
+                        total_size: Some(size1),
+                        payload,
+                    },
+                };
+                match operation {
+                    Operation::Observe { .. } => member.observations.push((message, transmit.token)),
+                    // Its notifications are the endpoint's no more.
+                    Operation::CancelObservation { .. } => member.observations.retain(|(_, t)| *t != transmit.token),
+                    _ => {}
+                }
+                member.outstanding.push(Outstanding { message, token: transmit.token, operation, retransmit: None });
+                self.send_downlink(at, message, 0);
+            }
+            EndpointOutput::Abandon { device, token } => {
+                let Some(&slot) = self.by_device.get(&device) else { return };
+                let Some(member) = self.slots[slot as usize].member.as_mut() else { return };
+                let queue = &mut self.queue;
+                member.outstanding.retain(|o| {
+                    if o.token != token {
+                        return true;
+                    }
+                    if let Some(handle) = o.retransmit {
+                        queue.cancel(handle);
+                    }
+                    false
+                });
+                member.observations.retain(|(_, t)| *t != token);
+            }
+            EndpointOutput::Event(device, EndpointEvent::Finished(outcome)) => {
+                if let Some(slot) = self.by_device.remove(&device) {
+                    self.finish(slot, &outcome);
+                }
+            }
+            EndpointOutput::Event(..) => {}
+        }
+    }
+
+    /// The upgrade in `slot` ended for good: count it, and let the device
+    /// leave the fleet and the endpoint.
+    fn finish(&mut self, slot: u32, outcome: &Outcome) {
+        let entry = &mut self.slots[slot as usize];
+        let Some(member) = entry.member.take() else { return };
+        entry.generation = entry.generation.wrapping_add(1);
+        match outcome {
+            Outcome::Succeeded { .. } => self.report.succeeded += 1,
+            Outcome::Failed(failure) => *self.report.failed.entry(failure.reason()).or_insert(0) += 1,
+            Outcome::LateSuccess { failure, .. } => {
+                *self.report.late_succeeded.entry(failure.reason()).or_insert(0) += 1
+            }
+        }
+        let elapsed = self.now.saturating_duration_since(member.started_at).as_millis();
+        self.durations.push(u32::try_from(elapsed).unwrap_or(u32::MAX));
+        let retransmits = member.outstanding.iter().filter_map(|o| o.retransmit);
+        for handle in member.device_timer.map(|(_, h)| h).into_iter().chain(retransmits) {
+            self.queue.cancel(handle);
+        }
+        // Its exchanges' Abandons that this queues find no member.
+        let _ = self.endpoint.forget(member.id);
+        self.free_slots.push(slot);
+        self.finished += 1;
+        self.active -= 1;
     }
 
     fn after_device(&mut self, at: MemberRef) {
@@ -630,108 +880,105 @@ impl Fleet {
             self.send_uplink(at, message, 0);
         }
         let Some(member) = self.member(at) else { return };
-        if let Some(due) = member.device.poll_timeout() {
-            self.arm(at, due.max(now), Timer::Device);
-        }
-    }
-
-    /// Sets a member's device or task timer to `due`, cancelling the one it
-    /// replaces (nothing to do when it is already set to `due`).
-    fn arm(&mut self, at: MemberRef, due: Instant, timer: Timer) {
-        let Some(member) = self.member(at) else { return };
-        let slot = match timer {
-            Timer::Device => &mut member.device_timer,
-            Timer::Task => &mut member.task_timer,
-        };
-        let previous = *slot;
+        let Some(due) = member.device.poll_timeout().map(|due| due.max(now)) else { return };
+        // Set the device's timer to `due`, cancelling the one it replaces
+        // (nothing to do when it is already set to `due`).
+        let previous = member.device_timer;
         if previous.is_some_and(|(t, _)| t == due) {
             return;
         }
         if let Some((_, handle)) = previous {
             self.queue.cancel(handle);
         }
-        let event = match timer {
-            Timer::Device => Event::DeviceTimer(at),
-            Timer::Task => Event::TaskTimer(at),
-        };
-        let handle = self.schedule(due, event);
+        let handle = self.schedule(due, Event::DeviceTimer(at));
         if let Some(member) = self.member(at) {
-            let slot = match timer {
-                Timer::Device => &mut member.device_timer,
-                Timer::Task => &mut member.task_timer,
-            };
-            *slot = Some((due, handle));
+            member.device_timer = Some((due, handle));
         }
     }
+}
 
-    fn after_task(&mut self, at: MemberRef) {
-        let now = self.now;
-        loop {
-            let Some(member) = self.member(at) else { return };
-            // One request at a time: the task holds the next until this one ends.
-            let Some(output) = member.task.poll_output() else { break };
-            self.on_task_output(at, output);
-        }
-        let Some(member) = member_in(&mut self.slots, at) else { return };
-        // A failed task that watches its device for a late success stays.
-        if let Some(outcome) = member.task.outcome().filter(|_| !member.task.watching()) {
-            // Done: count it, free the device and the task, start the next one.
-            match outcome {
-                Outcome::Succeeded { .. } => self.report.succeeded += 1,
-                Outcome::Failed(failure) => *self.report.failed.entry(failure.reason()).or_insert(0) += 1,
-                Outcome::LateSuccess { failure, .. } => {
-                    *self.report.late_succeeded.entry(failure.reason()).or_insert(0) += 1
-                }
-            }
-            let elapsed = now.saturating_duration_since(member.started_at).as_millis();
-            self.durations.push(u32::try_from(elapsed).unwrap_or(u32::MAX));
-            let handles = [
-                member.device_timer.map(|(_, h)| h),
-                member.task_timer.map(|(_, h)| h),
-                member.outstanding.as_ref().and_then(|o| o.retransmit),
-            ];
-            for handle in handles.into_iter().flatten() {
-                self.queue.cancel(handle);
-            }
-            let slot = &mut self.slots[at.slot as usize];
-            slot.member = None;
-            slot.generation = slot.generation.wrapping_add(1);
-            self.free_slots.push(at.slot);
-            self.finished += 1;
-            self.active -= 1;
-            self.start_more();
-            return;
-        }
-        if let Some(due) = member.task.poll_timeout() {
-            self.arm(at, due.max(now), Timer::Task);
-        }
+/// The Uri-Query values of a device's Register, written into `buffer`: the
+/// values and how many there are.
+fn registration_query<'b>(buffer: &'b mut String, registration: &Registration) -> ([&'b str; 5], usize) {
+    buffer.clear();
+    let mut ends = [0; 5];
+    buffer.push_str("ep=");
+    buffer.push_str(&registration.endpoint);
+    ends[0] = buffer.len();
+    buffer.push_str("lt=");
+    push_decimal(buffer, registration.lifetime);
+    ends[1] = buffer.len();
+    buffer.push_str("lwm2m=");
+    buffer.push_str(registration.lwm2m_version.as_str());
+    ends[2] = buffer.len();
+    buffer.push_str("b=");
+    buffer.push_str(&registration.binding);
+    ends[3] = buffer.len();
+    let mut count = 4;
+    // LwM2M 1.1 says queue mode with `Q`; 1.0 with the binding `UQ`.
+    if registration.queue_mode && !registration.binding.contains('Q') {
+        buffer.push('Q');
+        ends[4] = buffer.len();
+        count = 5;
     }
+    let buffer: &'b str = buffer;
+    let mut query = [""; 5];
+    let mut start = 0;
+    for (value, &end) in query.iter_mut().zip(&ends).take(count) {
+        *value = &buffer[start..end];
+        start = end;
+    }
+    (query, count)
+}
 
-    fn on_task_output(&mut self, at: MemberRef, output: TaskOutput) {
-        let TaskOutput::Request(TaskRequest { id, kind }) = output else { return };
-        let operation = match kind {
-            RequestKind::Operation(operation) => operation,
-            RequestKind::PackageBlock { block, total_size } => {
-                let start = block.offset().min(total_size) as usize;
-                let end = (block.offset() + u64::from(block.size)).min(total_size) as usize;
-                Operation::WriteBlock {
-                    path: Path::resource(5, 0, 0),
-                    format: ContentFormat::Opaque,
-                    block,
-                    total_size: Some(total_size),
-                    payload: self.image.slice(start..end),
-                }
-            }
-        };
-        let Some(member) = self.member(at) else { return };
-        if let Some(handle) = member.outstanding.take().and_then(|o| o.retransmit) {
-            self.queue.cancel(handle);
+/// Appends `n` in decimal.
+fn push_decimal(buffer: &mut String, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
-        if let Some(member) = self.member(at) {
-            member.outstanding = Some(Outstanding { id, operation, retransmit: None });
-        }
-        self.send_downlink(at, id, 0);
     }
+    buffer.extend(digits[i..].iter().map(|&d| char::from(d)));
+}
+
+/// The path segment after `rd` of `location` (lowercase hex, as its
+/// `Display`), written into `buffer`.
+fn location_segment(location: Location, buffer: &mut [u8; 16]) -> &str {
+    let mut id = location.id();
+    let mut i = buffer.len();
+    loop {
+        i -= 1;
+        buffer[i] = b"0123456789abcdef"[(id & 15) as usize];
+        id >>= 4;
+        if id == 0 {
+            break;
+        }
+    }
+    // Hex digits are ASCII.
+    std::str::from_utf8(&buffer[i..]).unwrap_or_default()
+}
+
+/// The Register payload listing `objects`, formatted once per distinct list.
+fn object_links<'c>(cache: &'c mut Vec<(Vec<ObjectLinks>, String)>, objects: &[ObjectLinks]) -> &'c str {
+    const CACHED: usize = 16;
+    let i = match cache.iter().position(|(cached, _)| cached.as_slice() == objects) {
+        Some(i) => i,
+        None => {
+            if cache.len() == CACHED {
+                // More lists than a fleet has: the oldest goes.
+                cache.remove(0);
+            }
+            cache.push((objects.to_vec(), format_object_links(objects)));
+            cache.len() - 1
+        }
+    };
+    &cache[i].1
 }
 
 /// The member `at` names, unless its upgrade has ended.

@@ -205,8 +205,12 @@ pub enum EndpointOutput<P> {
     /// Send a request to a device.
     Transmit(Transmit<P>),
     /// The endpoint forgot this exchange (its device registered again or
-    /// left): stop retransmitting it; a message with its token is unmatched.
+    /// left, or the endpoint was told to [forget](super::Endpoint::forget)
+    /// the device): stop retransmitting it; a message with its token is
+    /// unmatched.
     Abandon {
+        /// The device the exchange was with.
+        device: DeviceId,
         /// The exchange.
         token: Token,
     },

@@ -43,6 +43,8 @@
 //! assert!(sent > 0);
 //! ```
 
+#[cfg(test)]
+mod forget_tests;
 mod io;
 #[cfg(feature = "serde")]
 mod snapshot;
@@ -50,7 +52,8 @@ mod snapshot;
 mod tests;
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, BinaryHeap, VecDeque};
+use alloc::collections::binary_heap::PeekMut;
+use alloc::collections::{BTreeMap, BinaryHeap, VecDeque, btree_map};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -143,8 +146,12 @@ struct Upgrade {
     task: UpgradeTask,
     /// Its outcome was reported.
     reported: bool,
-    /// Where its deadline is in the endpoint's timer heap.
+    /// Its task's deadline when it last ran.
     deadline: Option<Instant>,
+    /// When its live entry in the endpoint's timer heap is due: at or before
+    /// `deadline` (a deadline that moved later keeps its entry, which is
+    /// moved when it comes up).
+    queued: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -188,7 +195,7 @@ pub struct DeviceView<'e, P> {
 }
 
 /// The server's endpoint: registrations, exchanges, observations, push, image
-/// serving and upgrade tasks of many devices. See the [module](self).
+/// serving and upgrade tasks of many devices. See [`crate::server`] for how the endpoint and its binding fit together, and the crate README.
 ///
 /// With the `serde` feature it serializes (format 1), all but its images:
 /// after restoring, add them again with [`add_image`](Self::add_image); the
@@ -200,11 +207,14 @@ pub struct Endpoint<P> {
     slots: Vec<Slot<P>>,
     free: Vec<u32>,
     by_name: BTreeMap<Box<str>, u32>,
-    by_location: BTreeMap<Location, u32>,
     by_peer: BTreeMap<P, u32>,
     images: BTreeMap<String, Arc<dyn ImageSource + Send + Sync>>,
-    /// Task deadlines: (when, slot, generation); an entry whose device has
-    /// another deadline now is stale and skipped.
+    /// Task deadlines: (when, slot, generation). A device's live entry is
+    /// the one at its [`Upgrade::queued`]; others are stale and skipped. A
+    /// deadline that moves earlier gets a new entry; one that moves later
+    /// keeps its entry, moved to the deadline when it reaches the top, so a
+    /// task that asks again and again (each request sets its request timer
+    /// later) costs no heap operation per request.
     timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     outputs: VecDeque<EndpointOutput<P>>,
     /// Task requests that could not go out, failed at the next timeout.
@@ -233,7 +243,6 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
             slots: Vec::new(),
             free: Vec::new(),
             by_name: BTreeMap::new(),
-            by_location: BTreeMap::new(),
             by_peer: BTreeMap::new(),
             images: BTreeMap::new(),
             timers: BinaryHeap::new(),
@@ -328,14 +337,17 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
 
     /// The slot of device `name`, made if it is new.
     fn slot_for(&mut self, name: &str) -> Result<u32, EndpointError> {
-        if let Some(&slot) = self.by_name.get(name) {
-            return Ok(slot);
-        }
-        if self.by_name.len() >= self.config.registrations.max_registrations {
+        let full = self.by_name.len() >= self.config.registrations.max_registrations;
+        // One search: the name's entry, made if it is new.
+        let vacant = match self.by_name.entry(name.into()) {
+            btree_map::Entry::Occupied(known) => return Ok(*known.get()),
+            btree_map::Entry::Vacant(vacant) => vacant,
+        };
+        if full {
             return Err(EndpointError::Full);
         }
         let device = Device {
-            name: name.into(),
+            name: vacant.key().clone(),
             peer: None,
             location: None,
             upgrade: None,
@@ -357,7 +369,7 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.by_name.insert(name.into(), slot);
+        vacant.insert(slot);
         Ok(slot)
     }
 
@@ -367,6 +379,14 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
         if device.location.is_some() || device.upgrade.is_some() {
             return;
         }
+        self.release(slot);
+    }
+
+    /// Removes the device in `slot` from the name index and frees the slot
+    /// (its registration's indexes are gone already; timer entries of the
+    /// slot are stale from now on).
+    fn release(&mut self, slot: u32) {
+        let device = self.device_at(slot);
         let name = core::mem::take(&mut device.name);
         self.by_name.remove(&name);
         self.slots[slot as usize].device = None;
@@ -409,7 +429,7 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
         if let Some(registration) = registration {
             task.handle(now, TaskInput::Registered(registration))?;
         }
-        self.device_at(slot).upgrade = Some(Box::new(Upgrade { task, reported: false, deadline: None }));
+        self.device_at(slot).upgrade = Some(Box::new(Upgrade { task, reported: false, deadline: None, queued: None }));
         self.drain(now, slot);
         Ok(self.id(slot))
     }
@@ -438,6 +458,47 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
         let upgrade = d.upgrade.as_mut().ok_or(EndpointError::UnknownDevice)?;
         upgrade.task.handle(now, input)?;
         self.drain(now, device.slot);
+        Ok(())
+    }
+
+    /// Forgets `device` altogether, for a server that keeps only the devices
+    /// it is working on (a campaign whose finished devices leave, so that
+    /// memory follows the upgrades running, not the fleet's size). Its
+    /// registration is removed from the table (a later Update from it is
+    /// answered 4.04, as after an expiry; it may Register again as a new
+    /// device), each of its exchanges and observations is announced with an
+    /// [`EndpointOutput::Abandon`], and its upgrade, finished or not, is
+    /// dropped: a running task ends without a [`EndpointEvent::Finished`]
+    /// and its task hears nothing. Nothing else is queued (no event): the
+    /// caller knows what it did. `device` names nothing afterwards (its
+    /// handle never names the device that takes its slot next).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lwm2m_fota::model::Instant;
+    /// use lwm2m_fota::server::{Endpoint, EndpointConfig, EndpointError, UpgradeConfig};
+    ///
+    /// let mut endpoint: Endpoint<u32> = Endpoint::new(EndpointConfig::default());
+    /// let config = Arc::new(UpgradeConfig::new("coap://server/fw/", "fw.bin", 4096));
+    /// let device = endpoint.upgrade(Instant::ZERO, "dev-1", config).unwrap();
+    /// endpoint.forget(device).unwrap();
+    /// assert_eq!(endpoint.find("dev-1"), None);
+    /// assert!(endpoint.device(device).is_none());
+    /// assert_eq!(endpoint.forget(device), Err(EndpointError::UnknownDevice));
+    /// ```
+    ///
+    /// # Errors
+    /// [`EndpointError::UnknownDevice`] when the endpoint does not know
+    /// `device` (it left, or was forgotten, before).
+    pub fn forget(&mut self, device: DeviceId) -> Result<(), EndpointError> {
+        let location = self.get(device).ok_or(EndpointError::UnknownDevice)?.location;
+        if let Some(location) = location {
+            // The endpoint's clock is never behind the table's, so this only
+            // fails for a location the table no longer holds.
+            let _ = self.registrations.deregister(self.last_now, location);
+        }
+        self.forget_registration(device.slot, None);
+        self.release(device.slot);
         Ok(())
     }
 
@@ -485,10 +546,18 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
             Err(error) => return Reply::code(error.code()),
         };
         let location = registered.location;
-        let Some(name) = self.registrations.at(location).map(|r| r.endpoint.clone()) else {
+        let Some(registration) = self.registrations.at(location) else {
             return Reply::code(ResponseCode::INTERNAL_SERVER_ERROR);
         };
-        let slot = match self.slot_for(&name) {
+        let known = self.by_name.get(registration.endpoint.as_str()).copied();
+        let slot = match known {
+            Some(slot) => Ok(slot),
+            None => {
+                let name = registration.endpoint.clone();
+                self.slot_for(&name)
+            }
+        };
+        let slot = match slot {
             Ok(slot) => slot,
             Err(_) => {
                 // The device table is as large as the registration table, so
@@ -499,7 +568,7 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
         };
         let replaced = self.device_at(slot).location.is_some();
         // A new registration: the old one's observations and exchanges are void.
-        self.forget_registration(slot);
+        self.forget_registration(slot, Some(peer));
         self.attach(slot, peer, location);
         self.device_at(slot).uplinks += 1;
         let id = self.id(slot);
@@ -524,12 +593,13 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
         let device = self.device_at(slot);
         let old_peer = device.peer.replace(peer);
         device.location = Some(location);
-        if let Some(old) = old_peer.filter(|old| *old != peer) {
-            if self.by_peer.get(&old) == Some(&slot) {
-                self.by_peer.remove(&old);
-            }
+        if old_peer == Some(peer) {
+            // A device's peer always indexes it: nothing moves.
+            return;
         }
-        self.by_location.insert(location, slot);
+        if let Some(old) = old_peer {
+            self.unindex_peer(old, slot);
+        }
         if let Some(other) = self.by_peer.insert(peer, slot).filter(|other| *other != slot) {
             // Another device registered from this address before: it has moved
             // (or its NAT binding was reused); it is no longer reachable here.
@@ -539,20 +609,26 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
         }
     }
 
+    /// Removes `peer`'s index entry if it names `slot`.
+    fn unindex_peer(&mut self, peer: P, slot: u32) {
+        if let btree_map::Entry::Occupied(indexed) = self.by_peer.entry(peer) {
+            if *indexed.get() == slot {
+                indexed.remove();
+            }
+        }
+    }
+
     /// Forgets the observations and exchanges of `slot`'s registration and the
     /// registration's indexes (the registration table entry is gone already).
-    fn forget_registration(&mut self, slot: u32) {
+    /// `staying`: the peer the device registers from again, which keeps its
+    /// index entry (the new registration's [`attach`](Self::attach) finds it).
+    fn forget_registration(&mut self, slot: u32, staying: Option<P>) {
         self.abandon_exchanges(slot);
-        let device = self.device_at(slot);
-        let location = device.location.take();
-        let peer = device.peer.take();
-        if let Some(location) = location {
-            self.by_location.remove(&location);
-        }
+        let Some(device) = self.slots[slot as usize].device.as_mut() else { return };
+        device.location = None;
+        let peer = if staying.is_some() && device.peer == staying { None } else { device.peer.take() };
         if let Some(peer) = peer {
-            if self.by_peer.get(&peer) == Some(&slot) {
-                self.by_peer.remove(&peer);
-            }
+            self.unindex_peer(peer, slot);
         }
     }
 
@@ -560,12 +636,10 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
     /// binding (a new registration, or a new upgrade whose task numbers its
     /// requests afresh).
     fn abandon_exchanges(&mut self, slot: u32) {
-        let device = self.device_at(slot);
-        let in_flight = device.in_flight.drain(..).map(|f| f.token);
-        let tokens: Vec<Token> = in_flight.chain(device.observations.drain(..).map(|o| o.token)).collect();
-        for token in tokens {
-            self.outputs.push_back(EndpointOutput::Abandon { token });
-        }
+        let id = self.id(slot);
+        let Some(device) = self.slots[slot as usize].device.as_mut() else { return };
+        let tokens = device.in_flight.drain(..).map(|f| f.token).chain(device.observations.drain(..).map(|o| o.token));
+        self.outputs.extend(tokens.map(|token| EndpointOutput::Abandon { device: id, token }));
     }
 
     fn update(&mut self, now: Instant, peer: P, segment: &str, request: &DeviceRequest<'_>) -> Reply {
@@ -574,10 +648,13 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
             Ok(links) => links,
             Err(e) => return Reply::code(RegistrationError::InvalidLinks { offset: e.valid_up_to() }.code()),
         };
-        if let Err(error) = self.registrations.update(now, location, request.query.iter().copied(), links) {
-            return Reply::code(error.code());
-        }
-        let Some(&slot) = self.by_location.get(&location) else { return Reply::code(ResponseCode::NOT_FOUND) };
+        let name = match self.registrations.update(now, location, request.query.iter().copied(), links) {
+            Ok(registration) => registration.endpoint.as_str(),
+            Err(error) => return Reply::code(error.code()),
+        };
+        let Some(slot) = registered_at(&self.by_name, &self.slots, name, location) else {
+            return Reply::code(ResponseCode::NOT_FOUND);
+        };
         if self.device_at(slot).peer != Some(peer) {
             // The device moved (a NAT rebinding): its requests follow it.
             self.attach(slot, peer, location);
@@ -591,10 +668,11 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
 
     fn deregister(&mut self, now: Instant, segment: &str) -> Reply {
         let Some(location) = Location::parse(segment) else { return Reply::code(ResponseCode::NOT_FOUND) };
-        if let Err(error) = self.registrations.deregister(now, location) {
-            return Reply::code(error.code());
-        }
-        if let Some(&slot) = self.by_location.get(&location) {
+        let registration = match self.registrations.deregister(now, location) {
+            Ok(registration) => registration,
+            Err(error) => return Reply::code(error.code()),
+        };
+        if let Some(slot) = registered_at(&self.by_name, &self.slots, &registration.endpoint, location) {
             self.device_at(slot).uplinks += 1;
             self.leave(now, slot, EndpointEvent::Deregistered);
         }
@@ -603,7 +681,7 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
 
     /// The device in `slot` has no registration any more.
     fn leave(&mut self, now: Instant, slot: u32, event: EndpointEvent) {
-        self.forget_registration(slot);
+        self.forget_registration(slot, None);
         let id = self.id(slot);
         self.outputs.push_back(EndpointOutput::Event(id, event));
         self.task_input(now, slot, TaskInput::Deregistered);
@@ -808,11 +886,10 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
             }
         }
         let deadline = upgrade.task.poll_timeout();
-        if deadline != upgrade.deadline {
-            upgrade.deadline = deadline;
-            if let Some(at) = deadline {
-                self.timers.push(Reverse((at, slot, id.generation)));
-            }
+        upgrade.deadline = deadline;
+        if let Some(at) = deadline.filter(|at| upgrade.queued.is_none_or(|queued| *at < queued)) {
+            upgrade.queued = Some(at);
+            self.timers.push(Reverse((at, slot, id.generation)));
         }
     }
 
@@ -903,38 +980,68 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
         }
         if self.registrations.handle_timeout(now).is_ok() {
             while let Some(expired) = self.registrations.poll_expired() {
-                if let Some(&slot) = self.by_location.get(&expired.location) {
+                if let Some(slot) =
+                    registered_at(&self.by_name, &self.slots, &expired.registration.endpoint, expired.location)
+                {
                     self.leave(now, slot, EndpointEvent::Expired);
                 }
             }
         }
-        while let Some(&Reverse((at, slot, generation))) = self.timers.peek() {
+        loop {
+            let Some(mut top) = self.timers.peek_mut() else { break };
+            let Reverse((at, slot, generation)) = *top;
             if at > now {
                 break;
             }
-            self.timers.pop();
-            let entry = &mut self.slots[slot as usize];
-            let Some(device) = entry.device.as_mut().filter(|_| entry.generation == generation) else { continue };
-            let Some(upgrade) = device.upgrade.as_mut().filter(|u| u.deadline == Some(at)) else { continue };
-            upgrade.deadline = None;
-            let _ = upgrade.task.handle_timeout(now);
-            self.drain(now, slot);
+            let Some(upgrade) = live_upgrade(&mut self.slots, at, slot, generation) else {
+                PeekMut::pop(top);
+                continue;
+            };
+            match upgrade.deadline {
+                Some(deadline) if deadline > at => {
+                    // It moved later: its entry goes there, and fires in
+                    // deadline order with the others due.
+                    upgrade.queued = Some(deadline);
+                    *top = Reverse((deadline, slot, generation));
+                }
+                Some(_) => {
+                    PeekMut::pop(top);
+                    upgrade.queued = None;
+                    upgrade.deadline = None;
+                    let _ = upgrade.task.handle_timeout(now);
+                    self.drain(now, slot);
+                }
+                None => {
+                    PeekMut::pop(top);
+                    upgrade.queued = None;
+                }
+            }
         }
         self.prune_timers();
         Ok(())
     }
 
-    /// Drops stale entries at the top of the timer heap, so that
-    /// [`poll_timeout`](Self::poll_timeout) names a real deadline.
+    /// Settles the top of the timer heap, so that
+    /// [`poll_timeout`](Self::poll_timeout) names a real deadline: stale
+    /// entries go, and a live one whose deadline moved later moves there.
     fn prune_timers(&mut self) {
-        while let Some(&Reverse((at, slot, generation))) = self.timers.peek() {
-            let entry = &self.slots[slot as usize];
-            let live = entry.generation == generation
-                && entry.device.as_ref().and_then(|d| d.upgrade.as_ref()).is_some_and(|u| u.deadline == Some(at));
-            if live {
-                break;
+        while let Some(mut top) = self.timers.peek_mut() {
+            let Reverse((at, slot, generation)) = *top;
+            let Some(upgrade) = live_upgrade(&mut self.slots, at, slot, generation) else {
+                PeekMut::pop(top);
+                continue;
+            };
+            match upgrade.deadline {
+                Some(deadline) if deadline == at => break,
+                Some(deadline) => {
+                    upgrade.queued = Some(deadline);
+                    *top = Reverse((deadline, slot, generation));
+                }
+                None => {
+                    upgrade.queued = None;
+                    PeekMut::pop(top);
+                }
             }
-            self.timers.pop();
         }
     }
 
@@ -954,10 +1061,35 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
     pub fn poll_output(&mut self) -> Option<EndpointOutput<P>> {
         let output = self.outputs.pop_front();
         if output.is_none() {
+            // Empty: the next outputs go to the start of the buffer, whose
+            // lines are in cache, not where the ring stopped (after a burst
+            // it spans many).
+            self.outputs.clear();
             self.prune_timers();
         }
         output
     }
+}
+
+/// The slot of device `name` in `by_name`, if its registration is at
+/// `location` (a device is found by name, then checked: the registration
+/// table knows the location's endpoint).
+fn registered_at<P>(
+    by_name: &BTreeMap<Box<str>, u32>,
+    slots: &[Slot<P>],
+    name: &str,
+    location: Location,
+) -> Option<u32> {
+    let slot = *by_name.get(name)?;
+    let device = slots.get(slot as usize)?.device.as_ref()?;
+    (device.location == Some(location)).then_some(slot)
+}
+
+/// The upgrade whose live timer entry is `(at, slot, generation)`, if that
+/// entry is live.
+fn live_upgrade<P>(slots: &mut [Slot<P>], at: Instant, slot: u32, generation: u32) -> Option<&mut Upgrade> {
+    let entry = slots.get_mut(slot as usize).filter(|entry| entry.generation == generation)?;
+    entry.device.as_mut()?.upgrade.as_deref_mut().filter(|u| u.queued == Some(at))
 }
 
 /// A Block1/Block2 option from its value (`None` for the reserved SZX 7).

@@ -76,7 +76,6 @@ impl<'de, P: Deserialize<'de> + Copy + Ord + Debug> Deserialize<'de> for Endpoin
             slots: state.slots,
             free: state.free,
             by_name: BTreeMap::new(),
-            by_location: BTreeMap::new(),
             by_peer: BTreeMap::new(),
             images: BTreeMap::new(),
             timers: BinaryHeap::new(),
@@ -90,9 +89,6 @@ impl<'de, P: Deserialize<'de> + Copy + Ord + Debug> Deserialize<'de> for Endpoin
             let Some(device) = entry.device.as_ref() else { continue };
             let slot = slot as u32;
             endpoint.by_name.insert(device.name.clone(), slot);
-            if let Some(location) = device.location {
-                endpoint.by_location.insert(location, slot);
-            }
             if let Some(peer) = device.peer {
                 endpoint.by_peer.insert(peer, slot);
             }

@@ -95,7 +95,7 @@ fn abandoned(outputs: &[EndpointOutput<u32>]) -> Vec<Token> {
     outputs
         .iter()
         .filter_map(|o| match o {
-            EndpointOutput::Abandon { token } => Some(*token),
+            EndpointOutput::Abandon { token, .. } => Some(*token),
             _ => None,
         })
         .collect()
