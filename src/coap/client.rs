@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 
-use super::{CoapConfig, empty, to_bytes, uint, uint_bytes};
+use super::{CoapConfig, answer_to, empty, message, splitmix64, to_bytes, uint, uint_bytes};
 use crate::model::{Attributes, Block, ContentFormat, Instant, Operation, Path, ResponseCode};
 use crate::server::{block_value, parse_block};
 
@@ -137,11 +137,7 @@ impl ClientBinding {
     }
 
     fn random(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        splitmix64(&mut self.rng)
     }
 
     fn next_message_id(&mut self) -> u16 {
@@ -209,11 +205,9 @@ impl ClientBinding {
         payload: &[u8],
         confirmable: bool,
     ) {
-        let mut packet = Packet::new();
-        packet.header.set_type(if confirmable { MessageType::Confirmable } else { MessageType::NonConfirmable });
-        packet.header.code = MessageClass::from(ResponseCode::CONTENT.0);
-        packet.header.message_id = self.next_message_id();
-        packet.set_token(token.to_vec());
+        let kind = if confirmable { MessageType::Confirmable } else { MessageType::NonConfirmable };
+        let message_id = self.next_message_id();
+        let mut packet = message(kind, MessageClass::from(ResponseCode::CONTENT.0), message_id, token);
         packet.add_option(CoapOption::Observe, uint_bytes(u64::from(sequence & 0xFF_FFFF)));
         packet.add_option(CoapOption::ContentFormat, uint_bytes(u64::from(format.number())));
         packet.payload = payload.to_vec();
@@ -234,11 +228,9 @@ impl ClientBinding {
     }
 
     fn request(&mut self, method: RequestType, path: &[&str]) -> Packet {
-        let mut packet = Packet::new();
-        packet.header.set_type(MessageType::Confirmable);
-        packet.header.code = MessageClass::Request(method);
-        packet.header.message_id = self.next_message_id();
-        packet.set_token(self.random().to_be_bytes()[..4].to_vec());
+        let message_id = self.next_message_id();
+        let token = self.random().to_be_bytes();
+        let mut packet = message(MessageType::Confirmable, MessageClass::Request(method), message_id, &token[..4]);
         for segment in path {
             packet.add_option(CoapOption::UriPath, segment.as_bytes().to_vec());
         }
@@ -247,9 +239,8 @@ impl ClientBinding {
 
     fn confirmable(&mut self, now: Instant, what: Uplink, target: Target, packet: Packet) {
         let datagram = to_bytes(&packet);
-        let base = self.config.ack_timeout.as_millis() as u64;
-        let spread = (base * u64::from(self.config.ack_random_factor_milli.saturating_sub(1000)) / 1000).max(1);
-        let timeout = Duration::from_millis(base + self.random() % spread);
+        let random = self.random();
+        let timeout = self.config.first_timeout(random);
         self.transmits.push_back((target, datagram.clone()));
         self.outstanding.push(Outstanding {
             what,
@@ -275,16 +266,9 @@ impl ClientBinding {
         payload: &[u8],
         observe: Option<u32>,
     ) {
-        let mut packet = Packet::new();
-        if request.confirmable {
-            packet.header.set_type(MessageType::Acknowledgement);
-            packet.header.message_id = request.message_id;
-        } else {
-            packet.header.set_type(MessageType::NonConfirmable);
-            packet.header.message_id = self.next_message_id();
-        }
-        packet.header.code = MessageClass::from(code.0);
-        packet.set_token(request.token.clone());
+        // A NON answer takes the next message id; an ACK takes the request's.
+        let non_id = if request.confirmable { 0 } else { self.next_message_id() };
+        let mut packet = answer_to(request.confirmable, request.message_id, non_id, code, &request.token);
         if let Some(sequence) = observe {
             packet.add_option(CoapOption::Observe, uint_bytes(u64::from(sequence & 0xFF_FFFF)));
         }

@@ -3,6 +3,7 @@
 //! requests it parses into operations, responses and their duplicates,
 //! notifications, Block2 fetches, and CoAP ping.
 
+use super::super::message as packet;
 use super::*;
 
 const LINKS: &str = "</1/0>,</3/0>,</5/0>";
@@ -15,15 +16,6 @@ fn ms(millis: u64) -> Instant {
 
 fn client() -> ClientBinding {
     ClientBinding::new(CoapConfig::default())
-}
-
-fn packet(kind: MessageType, code: MessageClass, message_id: u16, token: &[u8]) -> Packet {
-    let mut packet = Packet::new();
-    packet.header.set_type(kind);
-    packet.header.code = code;
-    packet.header.message_id = message_id;
-    packet.set_token(token.to_vec());
-    packet
 }
 
 fn bytes(packet: &Packet) -> Vec<u8> {

@@ -76,6 +76,26 @@ pub struct CoapConfig {
     pub seed: u64,
 }
 
+impl CoapConfig {
+    /// A confirmable message's first retransmission timeout (RFC 7252 §4.2),
+    /// drawn by `random` from [ACK_TIMEOUT, ACK_TIMEOUT × ACK_RANDOM_FACTOR).
+    fn first_timeout(&self, random: u64) -> Duration {
+        let base = self.ack_timeout.as_millis() as u64;
+        let spread = u64::from(self.ack_random_factor_milli.saturating_sub(1000));
+        Duration::from_millis(base + random % (base * spread / 1000).max(1))
+    }
+}
+
+/// The next value of a SplitMix64 stream: message ids and back-off need
+/// spread, not secrecy (the tokens carry that).
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 impl Default for CoapConfig {
     fn default() -> CoapConfig {
         CoapConfig {
@@ -233,13 +253,7 @@ impl<P: Copy + Ord + Hash + core::fmt::Debug> ServerBinding<P> {
     }
 
     fn random(&mut self) -> u64 {
-        // SplitMix64: message ids and back-off need spread, not secrecy (the
-        // tokens carry that).
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        splitmix64(&mut self.rng)
     }
 
     fn tick(&mut self, now: Instant) -> Result<(), EndpointError> {
@@ -352,7 +366,7 @@ impl<P: Copy + Ord + Hash + core::fmt::Debug> ServerBinding<P> {
         if self.duplicate(peer, message_id) {
             return Ok(());
         }
-        let reply = match device_request(code, packet) {
+        let reply = match device_request(packet) {
             Ok(request) => {
                 let (path, query) = (&request.0, &request.1);
                 let request = DeviceRequest {
@@ -471,10 +485,8 @@ impl<P: Copy + Ord + Hash + core::fmt::Debug> ServerBinding<P> {
         let message_id = *id;
         let packet = request_packet(message_id, transmit.token, &transmit.request);
         let datagram = to_bytes(&packet);
-        let spread = u64::from(self.config.ack_random_factor_milli.saturating_sub(1000));
-        let base = self.config.ack_timeout.as_millis() as u64;
-        let jitter = (base * spread / 1000).max(1);
-        let timeout = Duration::from_millis(base + self.random() % jitter);
+        let random = self.random();
+        let timeout = self.config.first_timeout(random);
         let deadline = now + timeout;
         self.transmits.push_back((transmit.peer, datagram.clone()));
         self.by_message_id.insert((transmit.peer, message_id), transmit.token);
@@ -605,13 +617,12 @@ fn ends_with_payload_marker(datagram: &[u8]) -> bool {
 type PathAndQuery<'p> = (Vec<&'p str>, Vec<&'p str>);
 
 /// The Uri-Path and Uri-Query of a request, or the code refusing it.
-fn device_request(code: u8, packet: &Packet) -> Result<PathAndQuery<'_>, ResponseCode> {
+fn device_request(packet: &Packet) -> Result<PathAndQuery<'_>, ResponseCode> {
     for (number, _) in packet.options() {
         if number % 2 == 1 && !REQUEST_OPTIONS.contains(number) {
             return Err(ResponseCode::new(4, 2));
         }
     }
-    let _ = code;
     let strings = |option| -> Result<Vec<&str>, ResponseCode> {
         match packet.get_option(option) {
             None => Ok(Vec::new()),
@@ -643,12 +654,29 @@ fn uint_bytes(value: u64) -> Vec<u8> {
     bytes[skip..].to_vec()
 }
 
-fn empty(kind: MessageType, message_id: u16) -> Packet {
+/// A message with its header set and nothing else.
+fn message(kind: MessageType, code: MessageClass, message_id: u16, token: &[u8]) -> Packet {
     let mut packet = Packet::new();
     packet.header.set_type(kind);
-    packet.header.code = MessageClass::Empty;
+    packet.header.code = code;
     packet.header.message_id = message_id;
+    packet.set_token(token.to_vec());
     packet
+}
+
+/// An empty ACK or RST.
+fn empty(kind: MessageType, message_id: u16) -> Packet {
+    message(kind, MessageClass::Empty, message_id, &[])
+}
+
+/// The header of the answer to a request: piggybacked on the ACK of a
+/// confirmable one (its message id), else a NON with `non_id`.
+fn answer_to(confirmable: bool, message_id: u16, non_id: u16, code: ResponseCode, token: &[u8]) -> Packet {
+    let (kind, message_id) = match confirmable {
+        true => (MessageType::Acknowledgement, message_id),
+        false => (MessageType::NonConfirmable, non_id),
+    };
+    message(kind, MessageClass::from(code.0), message_id, token)
 }
 
 fn to_bytes(packet: &Packet) -> Vec<u8> {
@@ -658,16 +686,7 @@ fn to_bytes(packet: &Packet) -> Vec<u8> {
 
 /// The response to `request`: piggybacked on its ACK, or a NON of its own.
 fn reply_packet(request: &Packet, reply: Reply, confirmable: bool, non_id: u16) -> Packet {
-    let mut packet = Packet::new();
-    if confirmable {
-        packet.header.set_type(MessageType::Acknowledgement);
-        packet.header.message_id = request.header.message_id;
-    } else {
-        packet.header.set_type(MessageType::NonConfirmable);
-        packet.header.message_id = non_id;
-    }
-    packet.header.code = MessageClass::from(reply.code.0);
-    packet.set_token(request.get_token().to_vec());
+    let mut packet = answer_to(confirmable, request.header.message_id, non_id, reply.code, request.get_token());
     if let Some(location) = reply.location {
         packet.add_option(CoapOption::LocationPath, b"rd".to_vec());
         packet.add_option(CoapOption::LocationPath, location.to_string().into_bytes());
@@ -690,30 +709,22 @@ fn reply_packet(request: &Packet, reply: Reply, confirmable: bool, non_id: u16) 
 
 /// A confirmable request to a device.
 fn request_packet(message_id: u16, token: Token, request: &DownlinkRequest) -> Packet {
-    let mut packet = Packet::new();
-    packet.header.set_type(MessageType::Confirmable);
-    packet.header.message_id = message_id;
-    packet.set_token(token.to_bytes().to_vec());
-    let set_path = |packet: &mut Packet, path: &crate::model::Path| {
-        for segment in path.segments() {
-            packet.add_option(CoapOption::UriPath, segment.to_string().into_bytes());
-        }
-    };
-    let (method, path) = match request {
+    let header =
+        |method| message(MessageType::Confirmable, MessageClass::Request(method), message_id, &token.to_bytes());
+    let operation = match request {
         DownlinkRequest::Block { block, size1, payload } => {
+            let mut packet = header(RequestType::Put);
             set_path(&mut packet, &crate::model::Path::resource(5, 0, 0));
             packet.add_option(CoapOption::ContentFormat, uint_bytes(u64::from(ContentFormat::Opaque.number())));
             packet.add_option(CoapOption::Block1, uint_bytes(block_value(*block)));
             packet.add_option(CoapOption::Size1, uint_bytes(*size1));
             packet.payload = payload.to_vec();
-            packet.header.code = MessageClass::Request(RequestType::Put);
             return packet;
         }
-        DownlinkRequest::Operation(operation) => (operation_method(operation), operation.path()),
+        DownlinkRequest::Operation(operation) => operation,
     };
-    packet.header.code = MessageClass::Request(method);
-    set_path(&mut packet, path);
-    let DownlinkRequest::Operation(operation) = request else { return packet };
+    let mut packet = header(operation_method(operation));
+    set_path(&mut packet, operation.path());
     match operation {
         Operation::Observe { accept, .. } => {
             packet.add_option(CoapOption::Observe, Vec::new());
@@ -748,6 +759,12 @@ fn request_packet(message_id: u16, token: Token, request: &DownlinkRequest) -> P
         _ => {}
     }
     packet
+}
+
+fn set_path(packet: &mut Packet, path: &crate::model::Path) {
+    for segment in path.segments() {
+        packet.add_option(CoapOption::UriPath, segment.to_string().into_bytes());
+    }
 }
 
 fn operation_method(operation: &Operation) -> RequestType {

@@ -4,6 +4,7 @@
 //! ACKs, RSTs and separate responses, message ids, a device that moves, and
 //! time.
 
+use super::message as packet;
 use super::*;
 use crate::model::Protocol;
 use crate::server::MemoryImage;
@@ -29,15 +30,6 @@ fn binding_with(config: CoapConfig) -> ServerBinding<u32> {
 
 fn binding() -> ServerBinding<u32> {
     binding_with(CoapConfig::default())
-}
-
-fn packet(kind: MessageType, code: MessageClass, message_id: u16, token: &[u8]) -> Packet {
-    let mut packet = Packet::new();
-    packet.header.set_type(kind);
-    packet.header.code = code;
-    packet.header.message_id = message_id;
-    packet.set_token(token.to_vec());
-    packet
 }
 
 fn bytes(packet: &Packet) -> Vec<u8> {
