@@ -26,7 +26,7 @@ use lwm2m_fota::coap::{ClientBinding, ClientEvent, CoapConfig, RequestHandle, Ta
 use lwm2m_fota::model::{
     ClientMessage, Instant, Lwm2mVersion, Operation, RequestId, ResponseCode, State, UpdateResult, format_object_links,
 };
-use lwm2m_fota::sim::{FleetProfile, ImageStore, Profile, SimDevice, image_bytes};
+use lwm2m_fota::sim::{FleetProfile, ImageStore, Profile, SimDevice, image_bytes, registration_query};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
@@ -79,6 +79,8 @@ struct Member {
     last_register: Option<ClientMessage>,
     deadline: Option<Instant>,
     started_upgrade: bool,
+    /// The id the sim device knows the last server request by.
+    next_request: RequestId,
 }
 
 fn main() -> ExitCode {
@@ -150,6 +152,7 @@ fn run(args: &Args) -> Result<bool, String> {
             last_register: None,
             deadline: None,
             started_upgrade: false,
+            next_request: 0,
         });
     }
     let images = ImageStore::new();
@@ -257,7 +260,8 @@ fn pump(
             moved = true;
             match event {
                 ClientEvent::Request(handle, Ok(operation)) => {
-                    let id = next_id();
+                    m.next_request += 1;
+                    let id = m.next_request;
                     let observe = matches!(operation, Operation::Observe { .. });
                     m.started_upgrade |= matches!(operation, Operation::Write { .. } | Operation::WriteBlock { .. });
                     if observe {
@@ -318,26 +322,14 @@ fn pump(
     }
 }
 
-fn next_id() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
 fn uplink(m: &mut Member, now: Instant, message: ClientMessage, prefix: &str) {
     match &message {
         ClientMessage::Register(registration) => {
-            let mut query = vec![
-                format!("ep={prefix}{}", registration.endpoint.trim_start_matches("sim-")),
-                format!("lt={}", registration.lifetime),
-                format!("lwm2m={}", registration.lwm2m_version),
-                format!("b={}", registration.binding),
-            ];
-            if registration.queue_mode && registration.lwm2m_version >= Lwm2mVersion::V1_1 {
-                query.push("Q".into());
-            }
-            let refs: Vec<&str> = query.iter().map(String::as_str).collect();
-            m.coap.register(now, &refs, &format_object_links(&registration.objects));
+            let mut renamed = registration.clone();
+            renamed.endpoint = format!("{prefix}{}", registration.endpoint.trim_start_matches("sim-"));
+            let mut buffer = String::new();
+            let (query, count) = registration_query(&mut buffer, &renamed);
+            m.coap.register(now, &query[..count], &format_object_links(&registration.objects));
             m.observations.clear();
             m.last_register = Some(message);
         }

@@ -7,27 +7,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lwm2m_fota::model::{ClientMessage, Instant, Operation, Path, Registration, format_object_links};
+use lwm2m_fota::model::{ClientMessage, Instant, Operation, Path, format_object_links};
 use lwm2m_fota::server::{
     Delivery, DeviceRequest, DeviceResponse, DownlinkRequest, Endpoint, EndpointConfig, EndpointEvent, EndpointOutput,
     Location, MemoryImage, Method, Outcome, Strategy, Token, UpgradeConfig,
 };
-use lwm2m_fota::sim::{FleetProfile, ImageStore, SimDevice, SimImage, image_bytes, profile};
+use lwm2m_fota::sim::{FleetProfile, ImageStore, SimDevice, SimImage, image_bytes, profile, registration_query};
 
 const SIZE: usize = 8 * 1024;
-
-fn query(registration: &Registration) -> Vec<String> {
-    let mut query = vec![
-        format!("ep={}", registration.endpoint),
-        format!("lt={}", registration.lifetime),
-        format!("lwm2m={}", registration.lwm2m_version),
-        format!("b={}", registration.binding),
-    ];
-    if registration.queue_mode && registration.binding == "U" {
-        query.push("Q".into());
-    }
-    query
-}
 
 struct World {
     endpoint: Endpoint<u32>,
@@ -83,11 +70,12 @@ impl World {
         let now = self.now;
         match message {
             ClientMessage::Register(registration) => {
-                let query = query(&registration);
-                let query: Vec<&str> = query.iter().map(String::as_str).collect();
+                let mut buffer = String::new();
+                let (query, count) = registration_query(&mut buffer, &registration);
+                let query = &query[..count];
                 let links = format_object_links(&registration.objects);
                 let request = DeviceRequest {
-                    query: &query,
+                    query,
                     payload: links.as_bytes(),
                     ..DeviceRequest::new(Method::Post, &["rd"])
                 };

@@ -273,21 +273,9 @@ pub fn set_path(packet: &mut Packet, path: &Path) {
     set_uri_path(packet, &refs);
 }
 
-/// Block size exponent of a size (16 → 0 … 1024 → 6).
-pub fn szx(size: u32) -> u8 {
-    (size.clamp(16, 1024).trailing_zeros() - 4) as u8
-}
-
-/// A Block1/Block2 option value (RFC 7959 §2.2).
-pub fn block_value(block: Block) -> u64 {
-    (u64::from(block.number) << 4) | (u64::from(block.more) << 3) | u64::from(szx(block.size))
-}
-
-/// A Block1/Block2 option from its value (`None` for the reserved SZX 7).
-pub fn parse_block(value: u64) -> Option<Block> {
-    let szx = (value & 7) as u32;
-    (szx < 7).then(|| Block { number: (value >> 4) as u32, more: value & 8 != 0, size: 16 << szx })
-}
+/// Block1/Block2 option values (RFC 7959 §2.2): the library's, which the
+/// endpoint and its CoAP binding use.
+pub use lwm2m_fota::server::{block_value, parse_block};
 
 pub fn block(packet: &Packet, option: CoapOption) -> Option<Block> {
     parse_block(uint(packet, option)?)

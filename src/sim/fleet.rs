@@ -897,9 +897,22 @@ impl Fleet {
     }
 }
 
-/// The Uri-Query values of a device's Register, written into `buffer`: the
-/// values and how many there are.
-fn registration_query<'b>(buffer: &'b mut String, registration: &Registration) -> ([&'b str; 5], usize) {
+/// The Uri-Query values of a device's Register (`ep`, `lt`, `lwm2m`, `b`, and
+/// `Q` for a queue-mode client whose binding does not say it), written into
+/// `buffer` without allocating once it has grown: the values and how many
+/// there are. The fleet, the swarm and the tests send Registers with it.
+///
+/// ```
+/// use lwm2m_fota::model::{Lwm2mVersion, Registration};
+/// let registration = Registration {
+///     endpoint: "sim-7".into(), lifetime: 300, lwm2m_version: Lwm2mVersion::V1_1,
+///     binding: "U".into(), queue_mode: true, objects: Vec::new(),
+/// };
+/// let mut buffer = String::new();
+/// let (query, count) = lwm2m_fota::sim::registration_query(&mut buffer, &registration);
+/// assert_eq!(query[..count], ["ep=sim-7", "lt=300", "lwm2m=1.1", "b=U", "Q"]);
+/// ```
+pub fn registration_query<'b>(buffer: &'b mut String, registration: &Registration) -> ([&'b str; 5], usize) {
     buffer.clear();
     let mut ends = [0; 5];
     buffer.push_str("ep=");

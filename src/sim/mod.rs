@@ -25,7 +25,7 @@ pub mod profile;
 mod rng;
 
 pub use device::{IMAGE_HEADER, ImageStore, SimDevice, SimImage, image_bytes, image_version};
-pub use fleet::{Durations, Fleet, FleetConfig, FleetReport, run_fleet};
+pub use fleet::{Durations, Fleet, FleetConfig, FleetReport, registration_query, run_fleet};
 pub use network::{LinkParams, Network};
 pub use profile::{FleetProfile, Profile, SendMode};
 pub use rng::Rng;

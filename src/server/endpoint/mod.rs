@@ -537,9 +537,9 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
     }
 
     fn register(&mut self, now: Instant, peer: P, request: &DeviceRequest<'_>) -> Reply {
-        let links = match core::str::from_utf8(request.payload) {
+        let links = match links(request) {
             Ok(links) => links,
-            Err(e) => return Reply::code(RegistrationError::InvalidLinks { offset: e.valid_up_to() }.code()),
+            Err(reply) => return reply,
         };
         let registered = match self.registrations.register(now, request.query.iter().copied(), links) {
             Ok(registered) => registered,
@@ -644,9 +644,9 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
 
     fn update(&mut self, now: Instant, peer: P, segment: &str, request: &DeviceRequest<'_>) -> Reply {
         let Some(location) = Location::parse(segment) else { return Reply::code(ResponseCode::NOT_FOUND) };
-        let links = match core::str::from_utf8(request.payload) {
+        let links = match links(request) {
             Ok(links) => links,
-            Err(e) => return Reply::code(RegistrationError::InvalidLinks { offset: e.valid_up_to() }.code()),
+            Err(reply) => return reply,
         };
         let name = match self.registrations.update(now, location, request.query.iter().copied(), links) {
             Ok(registration) => registration.endpoint.as_str(),
@@ -1090,6 +1090,13 @@ fn registered_at<P>(
 fn live_upgrade<P>(slots: &mut [Slot<P>], at: Instant, slot: u32, generation: u32) -> Option<&mut Upgrade> {
     let entry = slots.get_mut(slot as usize).filter(|entry| entry.generation == generation)?;
     entry.device.as_mut()?.upgrade.as_deref_mut().filter(|u| u.queued == Some(at))
+}
+
+/// A registration request's link list as text, or the 4.00 refusing bytes
+/// that are not UTF-8 (at the first such byte).
+fn links<'r>(request: &DeviceRequest<'r>) -> Result<&'r str, Reply> {
+    core::str::from_utf8(request.payload)
+        .map_err(|e| Reply::code(RegistrationError::InvalidLinks { offset: e.valid_up_to() }.code()))
 }
 
 /// A Block1/Block2 option from its value (`None` for the reserved SZX 7).
