@@ -317,7 +317,7 @@ impl Relay {
 
     pub fn stats(&self) -> RelayStats {
         let c = &self.shared.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let get = |a: &AtomicU64| a.load(Ordering::SeqCst);
         RelayStats {
             received_up: get(&c.received[0]),
             received_down: get(&c.received[1]),
@@ -354,8 +354,11 @@ fn send_loop(shared: &Shared) {
                 let item = queue.heap.pop().unwrap();
                 drop(queue);
                 let way = if item.to == shared.server { 0 } else { 1 };
-                if item.via.send_to(&item.bytes, item.to).is_ok() {
-                    shared.counters.forwarded[way].fetch_add(1, Ordering::Relaxed);
+                // Counted before the send, so whoever receives the datagram
+                // already sees it counted (a failed send takes it back).
+                shared.counters.forwarded[way].fetch_add(1, Ordering::SeqCst);
+                if item.via.send_to(&item.bytes, item.to).is_err() {
+                    shared.counters.forwarded[way].fetch_sub(1, Ordering::SeqCst);
                 }
                 queue = shared.queue.lock().unwrap();
             }
