@@ -74,11 +74,8 @@ impl World {
                 let (query, count) = registration_query(&mut buffer, &registration);
                 let query = &query[..count];
                 let links = format_object_links(&registration.objects);
-                let request = DeviceRequest {
-                    query,
-                    payload: links.as_bytes(),
-                    ..DeviceRequest::new(Method::Post, &["rd"])
-                };
+                let request =
+                    DeviceRequest { query, payload: links.as_bytes(), ..DeviceRequest::new(Method::Post, &["rd"]) };
                 let reply = self.endpoint.handle_request(now, peer, &request).unwrap();
                 assert_eq!(reply.code.to_string(), "2.01", "{registration:?}");
                 self.locations.insert(peer, reply.location.unwrap());
