@@ -5,6 +5,7 @@
 //! `cargo bench --bench endpoint`
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
@@ -57,20 +58,11 @@ fn idle_registrations() {
     const N: u32 = 100_000;
     let limits = RegistrationLimits { max_registrations: N as usize, ..RegistrationLimits::default() };
     let config = EndpointConfig { registrations: limits, ..EndpointConfig::default() };
-    let before = LIVE.load(Ordering::Relaxed);
-    let rss_before = rss_bytes();
-    let mut endpoint: Endpoint<u32> = Endpoint::new(config.clone());
-    for i in 0..N {
-        let ep = format!("ep=device-{i:06}");
-        let query = [ep.as_str(), "lt=86400", "lwm2m=1.1"];
-        let request =
-            DeviceRequest { query: &query, payload: LINKS.as_bytes(), ..DeviceRequest::new(Method::Post, &["rd"]) };
-        endpoint.handle_request(Instant::ZERO, i, &request).unwrap();
-        while endpoint.poll_output().is_some() {}
-    }
-    let endpoint_bytes = (LIVE.load(Ordering::Relaxed) - before) as f64 / f64::from(N);
-    let endpoint_rss = (rss_bytes() - rss_before) as f64 / f64::from(N);
-    drop(endpoint);
+    // The peer a UDP server has, an IPv6 socket address, first (the RSS of
+    // the second run reuses pages the first freed), then the simulator's.
+    let peer = |i: u32| SocketAddr::from((std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(i)), 5683));
+    let (socket_bytes, socket_rss) = idle_endpoint(&config, N, peer);
+    let (endpoint_bytes, endpoint_rss) = idle_endpoint(&config, N, |i| i);
     let before = LIVE.load(Ordering::Relaxed);
     let mut binding: ServerBinding<u32> = ServerBinding::new(config, CoapConfig::default());
     for i in 0..N {
@@ -82,9 +74,33 @@ fn idle_registrations() {
     binding.handle_timeout(Instant::from_millis(248_000)).unwrap();
     let binding_bytes = (LIVE.load(Ordering::Relaxed) - before) as f64 / f64::from(N);
     println!(
-        "idle registration: {endpoint_bytes:.0} bytes allocated, {endpoint_rss:.0} bytes of RSS (Endpoint); {binding_bytes:.0} bytes allocated (ServerBinding after EXCHANGE_LIFETIME); over {N} devices"
+        "idle registration: {endpoint_bytes:.0} bytes allocated, {endpoint_rss:.0} bytes of RSS (Endpoint<u32>); {socket_bytes:.0} bytes allocated, {socket_rss:.0} bytes of RSS (Endpoint<SocketAddr>); {binding_bytes:.0} bytes allocated (ServerBinding<u32> after EXCHANGE_LIFETIME); over {N} devices"
     );
     black_box(binding);
+}
+
+/// Live heap bytes and RSS per registration of `n` devices registered
+/// from `peer(i)`.
+fn idle_endpoint<P: Copy + Ord + std::hash::Hash + std::fmt::Debug>(
+    config: &EndpointConfig,
+    n: u32,
+    peer: impl Fn(u32) -> P,
+) -> (f64, f64) {
+    let before = LIVE.load(Ordering::Relaxed);
+    let rss_before = rss_bytes();
+    let mut endpoint: Endpoint<P> = Endpoint::new(config.clone());
+    for i in 0..n {
+        let ep = format!("ep=device-{i:06}");
+        let query = [ep.as_str(), "lt=86400", "lwm2m=1.1"];
+        let request =
+            DeviceRequest { query: &query, payload: LINKS.as_bytes(), ..DeviceRequest::new(Method::Post, &["rd"]) };
+        endpoint.handle_request(Instant::ZERO, peer(i), &request).unwrap();
+        while endpoint.poll_output().is_some() {}
+    }
+    let bytes = (LIVE.load(Ordering::Relaxed) - before) as f64 / f64::from(n);
+    let rss = (rss_bytes() - rss_before) as f64 / f64::from(n);
+    black_box(&endpoint);
+    (bytes, rss)
 }
 
 /// Resident set size, from /proc/self/statm (0 where there is none).

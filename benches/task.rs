@@ -7,7 +7,7 @@ use std::sync::Arc;
 use divan::{Bencher, black_box};
 use lwm2m_fota::codec;
 use lwm2m_fota::model::{
-    ContentFormat, Instant, Lwm2mVersion, Path, Record, Registration, Registry, Value, parse_object_links,
+    Binding, ContentFormat, Instant, Lwm2mVersion, ObjectList, Path, Record, Registration, Registry, Value,
 };
 use lwm2m_fota::server::{Strategy, TaskInput, TaskOutput, UpgradeConfig, UpgradeTask};
 
@@ -24,9 +24,9 @@ fn registration() -> Registration {
         endpoint: "dev".into(),
         lifetime: 300,
         lwm2m_version: Lwm2mVersion::V1_1,
-        binding: "U".into(),
+        binding: Binding::UDP,
         queue_mode: false,
-        objects: parse_object_links("</1/0>,</3/0>,</5>;ver=1.1,</5/0>").unwrap(),
+        objects: ObjectList::parse("</1/0>,</3/0>,</5>;ver=1.1,</5/0>").unwrap(),
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 use clap::Parser;
 use lwm2m_fota::coap::{ClientBinding, ClientEvent, CoapConfig, RequestHandle, Target, Uplink};
 use lwm2m_fota::model::{
-    ClientMessage, Instant, Lwm2mVersion, Operation, RequestId, ResponseCode, State, UpdateResult, format_object_links,
+    ClientMessage, Instant, Lwm2mVersion, Operation, RequestId, ResponseCode, State, UpdateResult,
 };
 use lwm2m_fota::sim::{FleetProfile, ImageStore, Profile, SimDevice, image_bytes, registration_query};
 use mio::net::UdpSocket;
@@ -326,10 +326,10 @@ fn uplink(m: &mut Member, now: Instant, message: ClientMessage, prefix: &str) {
     match &message {
         ClientMessage::Register(registration) => {
             let mut renamed = registration.clone();
-            renamed.endpoint = format!("{prefix}{}", registration.endpoint.trim_start_matches("sim-"));
+            renamed.endpoint = format!("{prefix}{}", registration.endpoint.trim_start_matches("sim-")).into();
             let mut buffer = String::new();
             let (query, count) = registration_query(&mut buffer, &renamed);
-            m.coap.register(now, &query[..count], &format_object_links(&registration.objects));
+            m.coap.register(now, &query[..count], &registration.objects.to_string());
             m.observations.clear();
             m.last_register = Some(message);
         }

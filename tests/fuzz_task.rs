@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use lwm2m_fota::codec;
 use lwm2m_fota::model::{
-    ContentFormat, Instant, Lwm2mVersion, Operation, Path, Record, Registration, Registry, RequestId, ResponseCode,
-    Value, parse_object_links,
+    Binding, ContentFormat, Instant, Lwm2mVersion, ObjectList, Operation, Path, Record, Registration, Registry,
+    RequestId, ResponseCode, Value,
 };
 use lwm2m_fota::server::{Delivery, RequestKind, Strategy, TaskInput, TaskOutput, UpgradeConfig, UpgradeTask};
 
@@ -39,9 +39,9 @@ fn registration(queue_mode: bool) -> Registration {
         endpoint: "fuzz".into(),
         lifetime: 300,
         lwm2m_version: Lwm2mVersion::V1_1,
-        binding: "U".into(),
+        binding: Binding::UDP,
         queue_mode,
-        objects: parse_object_links("</1/0>,</3/0>,</5>;ver=1.1,</5/0>").unwrap(),
+        objects: ObjectList::parse("</1/0>,</3/0>,</5>;ver=1.1,</5/0>").unwrap(),
     }
 }
 

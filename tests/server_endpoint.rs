@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lwm2m_fota::model::{ClientMessage, Instant, Operation, Path, format_object_links};
+use lwm2m_fota::model::{ClientMessage, Instant, Operation, Path};
 use lwm2m_fota::server::{
     Delivery, DeviceRequest, DeviceResponse, DownlinkRequest, Endpoint, EndpointConfig, EndpointEvent, EndpointOutput,
     Location, MemoryImage, Method, Outcome, Strategy, Token, UpgradeConfig,
@@ -73,7 +73,7 @@ impl World {
                 let mut buffer = String::new();
                 let (query, count) = registration_query(&mut buffer, &registration);
                 let query = &query[..count];
-                let links = format_object_links(&registration.objects);
+                let links = registration.objects.to_string();
                 let request =
                     DeviceRequest { query, payload: links.as_bytes(), ..DeviceRequest::new(Method::Post, &["rd"]) };
                 let reply = self.endpoint.handle_request(now, peer, &request).unwrap();

@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use lwm2m_fota::codec;
 use lwm2m_fota::model::{
-    ContentFormat, Instant, Lwm2mVersion, Operation, Path, Protocol, Record, Registration, Registry, RequestId,
-    ResponseCode, UpdateResult, Value, parse_object_links,
+    Binding, ContentFormat, Instant, Lwm2mVersion, ObjectList, Operation, Path, Protocol, Record, Registration,
+    Registry, RequestId, ResponseCode, UpdateResult, Value,
 };
 use lwm2m_fota::server::{
     CachedModel, Delivery, Failure, Outcome, RequestKind, Step, Strategy, TaskError, TaskEvent, TaskInput, TaskOutput,
@@ -22,9 +22,9 @@ fn registration(queue_mode: bool) -> Registration {
         endpoint: "dev".into(),
         lifetime: 300,
         lwm2m_version: Lwm2mVersion::V1_1,
-        binding: "U".into(),
+        binding: Binding::UDP,
         queue_mode,
-        objects: parse_object_links("</1/0>,</3/0>,</5>;ver=1.1,</5/0>").unwrap(),
+        objects: ObjectList::parse("</1/0>,</3/0>,</5>;ver=1.1,</5/0>").unwrap(),
     }
 }
 

@@ -320,7 +320,7 @@ fn a_register_is_answered_2_01_with_its_location_on_the_ack() {
     assert_eq!(location[0], "rd");
     let id = b.endpoint().find("dev").unwrap();
     let registered = b.endpoint().device(id).unwrap().registration.unwrap();
-    assert_eq!(registered.endpoint.as_str(), "dev");
+    assert_eq!(registered.endpoint.as_ref(), "dev");
     // The location is where an Update goes.
     b.handle_datagram(ms(10), 7, &bytes(&update_packet(0xBEF0, &location.join("/")))).unwrap();
     let (_, changed) = only(&mut b);

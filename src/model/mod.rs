@@ -5,6 +5,7 @@ pub mod builtin;
 mod content_format;
 mod definition;
 mod firmware;
+mod links;
 mod operation;
 mod path;
 mod time;
@@ -15,10 +16,11 @@ pub use definition::{
     DefinitionError, ObjectDef, ObjectVersion, ObjectVersionError, Operations, Registry, ResourceDef, ValueRange,
 };
 pub use firmware::{DeliveryMethod, Protocol, ProtocolSet, ResponseCode, State, UpdateResult};
-pub use operation::{
-    Attributes, Block, ClientMessage, LinkFormatError, Lwm2mVersion, ObjectLinks, Operation, Registration, RequestId,
-    format_object_links, parse_object_links,
+pub use links::{
+    Binding, BindingError, LinkFormatError, ObjectEntry, ObjectIter, ObjectLinks, ObjectList, format_object_links,
+    parse_object_links,
 };
+pub use operation::{Attributes, Block, ClientMessage, Lwm2mVersion, Operation, Registration, RequestId};
 pub(crate) use path::PathParser;
 pub use path::{MAX_ID, Path, PathError};
 pub use time::Instant;

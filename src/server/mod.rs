@@ -7,14 +7,14 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use lwm2m_fota::model::{Instant, Registration, Lwm2mVersion, parse_object_links};
+//! use lwm2m_fota::model::{Binding, Instant, Registration, Lwm2mVersion, ObjectList};
 //! use lwm2m_fota::server::{TaskInput, TaskOutput, UpgradeConfig, UpgradeTask};
 //!
 //! let config = Arc::new(UpgradeConfig::new("http://fw.example.com/images/", "v2.bin", 120_000));
 //! let mut task = UpgradeTask::new(config);
 //! let registration = Registration {
-//!     endpoint: "dev-1".into(), lifetime: 300, lwm2m_version: Lwm2mVersion::V1_1, binding: "U".into(),
-//!     queue_mode: false, objects: parse_object_links("</1/0>,</3/0>,</5>;ver=1.1,</5/0>").unwrap(),
+//!     endpoint: "dev-1".into(), lifetime: 300, lwm2m_version: Lwm2mVersion::V1_1, binding: Binding::UDP,
+//!     queue_mode: false, objects: ObjectList::parse("</1/0>,</3/0>,</5>;ver=1.1,</5/0>").unwrap(),
 //! };
 //! let now = Instant::from_millis(0);
 //! task.handle(now, TaskInput::Registered(&registration)).unwrap();
@@ -30,6 +30,7 @@ mod config;
 mod endpoint;
 mod freshness;
 mod image;
+mod index;
 mod outcome;
 mod push;
 mod registrations;

@@ -4,12 +4,15 @@
 //! registrations are kept. Sans-I/O: the caller passes the Uri-Query values
 //! and the payload of each request and sends the answer the result names.
 
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque, btree_map};
-use alloc::string::String;
+use alloc::collections::binary_heap::PeekMut;
+use alloc::collections::{BinaryHeap, VecDeque};
+use alloc::vec::Vec;
+use core::cmp::Reverse;
 use core::fmt;
 use core::time::Duration;
 
-use crate::model::{Instant, Lwm2mVersion, ObjectLinks, Registration, ResponseCode, parse_object_links};
+use super::index::{HashIndex, hash_of};
+use crate::model::{Binding, Instant, Lwm2mVersion, ObjectList, Registration, ResponseCode};
 
 /// Bounds and rules of a [`Registrations`] table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,9 +136,27 @@ pub struct Expired {
 struct Entry {
     registration: Registration,
     expires: Instant,
+    /// When its live entry in the expiry heap is due: at or before
+    /// `expires` (an Update that moves the expiry later keeps the entry,
+    /// which moves when it reaches the top).
+    queued: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+struct Slot {
+    /// Counts the slot's registrations: a location names slot and
+    /// generation, so an old location never reaches a new registration.
+    generation: u32,
+    entry: Option<Entry>,
 }
 
 /// The registrations a server holds, by location and by endpoint name.
+///
+/// Compact, for a million registrations: the registrations live in a slab
+/// whose slot and generation make the location, the name index is a hash
+/// table of slot numbers (SipHash under [`Registrations::with_key`]'s key),
+/// and the lifetimes wait in one binary heap.
 ///
 /// ```
 /// use lwm2m_fota::model::{Instant, ResponseCode};
@@ -151,20 +172,78 @@ struct Entry {
 /// // Sixty seconds without an Update: the registration expires.
 /// table.handle_timeout(Instant::from_millis(60_000)).unwrap();
 /// let expired = table.poll_expired().unwrap();
-/// assert_eq!((expired.location, expired.registration.endpoint.as_str()), (registered.location, "dev-1"));
+/// assert_eq!((expired.location, &*expired.registration.endpoint), (registered.location, "dev-1"));
 /// assert_eq!(table.deregister(Instant::from_millis(60_000), registered.location), Err(RegistrationError::UnknownLocation));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// With the `serde` feature it serializes, all but its name index, which is
+/// rebuilt when it is read back.
+#[derive(Debug, Clone)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(from = "Stored"))]
 pub struct Registrations {
     limits: RegistrationLimits,
-    entries: BTreeMap<Location, Entry>,
-    by_endpoint: BTreeMap<String, Location>,
-    expiries: BTreeSet<(Instant, Location)>,
-    next_location: u64,
+    key: [u64; 2],
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    #[cfg_attr(feature = "serde", serde(skip))]
+    len: usize,
+    #[cfg_attr(feature = "serde", serde(skip))]
+    names: HashIndex,
+    /// (when, slot, generation): one live entry per registration, at its
+    /// `queued`; the others are stale and skipped. The top is always live
+    /// and due at its registration's expiry (see `settle`).
+    expiries: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     last_now: Instant,
     expired: VecDeque<Expired>,
 }
+
+/// [`Registrations`] as stored: the same fields but the name index.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+struct Stored {
+    limits: RegistrationLimits,
+    key: [u64; 2],
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    expiries: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    last_now: Instant,
+    expired: VecDeque<Expired>,
+}
+
+#[cfg(feature = "serde")]
+impl From<Stored> for Registrations {
+    fn from(stored: Stored) -> Registrations {
+        let mut table = Registrations {
+            limits: stored.limits,
+            key: stored.key,
+            slots: stored.slots,
+            free: stored.free,
+            len: 0,
+            names: HashIndex::default(),
+            expiries: stored.expiries,
+            last_now: stored.last_now,
+            expired: stored.expired,
+        };
+        for slot in 0..table.slots.len() {
+            if let Some(entry) = &table.slots[slot].entry {
+                let hash = hash_of(table.key, &*entry.registration.endpoint);
+                table.names.insert(hash, slot as u32);
+                table.len += 1;
+            }
+        }
+        table
+    }
+}
+
+impl Default for Registrations {
+    fn default() -> Registrations {
+        Registrations::new(RegistrationLimits::default())
+    }
+}
+
+/// The name index's key when the caller gives none.
+const DEFAULT_KEY: [u64; 2] = [0x5851_f42d_4c95_7f2d, 0x1405_7b7e_f767_814f];
 
 /// The parameters of a Register or an Update, checked.
 #[derive(Default)]
@@ -172,7 +251,7 @@ struct Params<'q> {
     endpoint: Option<&'q str>,
     lifetime: Option<u32>,
     version: Option<Lwm2mVersion>,
-    binding: Option<&'q str>,
+    binding: Option<Binding>,
     queue: bool,
 }
 
@@ -207,10 +286,7 @@ fn params<'q>(query: impl IntoIterator<Item = &'q str>) -> Result<Params<'q>, Re
             ("lwm2m", Some(value)) => {
                 p.version = Some(Lwm2mVersion::parse(value).ok_or(RegistrationError::UnsupportedVersion)?)
             }
-            (_, Some(value)) => {
-                binding(value)?;
-                p.binding = Some(value);
-            }
+            (_, Some(value)) => p.binding = Some(Binding::parse(value).ok_or(RegistrationError::InvalidBinding)?),
         }
     }
     Ok(p)
@@ -227,38 +303,32 @@ fn lifetime(value: &str) -> Result<u32, RegistrationError> {
     }
 }
 
-/// `b`: each of U, T, S, N (and 1.0's Q) at most once.
-fn binding(value: &str) -> Result<(), RegistrationError> {
-    let mut seen = 0u8;
-    for b in value.bytes() {
-        let bit = match b {
-            b'U' => 1,
-            b'T' => 2,
-            b'S' => 4,
-            b'N' => 8,
-            b'Q' => 16,
-            _ => return Err(RegistrationError::InvalidBinding),
-        };
-        if seen & bit != 0 {
-            return Err(RegistrationError::InvalidBinding);
-        }
-        seen |= bit;
-    }
-    // Q alone is no transport.
-    if seen & 15 == 0 {
-        return Err(RegistrationError::InvalidBinding);
-    }
-    Ok(())
-}
-
-fn links(payload: &str) -> Result<alloc::vec::Vec<ObjectLinks>, RegistrationError> {
-    parse_object_links(payload).map_err(|e| RegistrationError::InvalidLinks { offset: e.offset })
+fn links(payload: &str) -> Result<ObjectList, RegistrationError> {
+    ObjectList::parse(payload).map_err(|e| RegistrationError::InvalidLinks { offset: e.offset })
 }
 
 impl Registrations {
-    /// An empty table with these limits.
+    /// An empty table with these limits (and a fixed key for its name
+    /// index: see [`with_key`](Self::with_key)).
     pub fn new(limits: RegistrationLimits) -> Registrations {
-        Registrations { limits, ..Registrations::default() }
+        Registrations::with_key(limits, DEFAULT_KEY)
+    }
+
+    /// An empty table whose name index hashes under `key`: with a random
+    /// key, endpoint names cannot be chosen to collide in it (a server that
+    /// takes Registers from anyone should give one).
+    pub fn with_key(limits: RegistrationLimits, key: [u64; 2]) -> Registrations {
+        Registrations {
+            limits,
+            key,
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+            names: HashIndex::default(),
+            expiries: BinaryHeap::new(),
+            last_now: Instant::ZERO,
+            expired: VecDeque::new(),
+        }
     }
 
     /// The limits.
@@ -268,28 +338,50 @@ impl Registrations {
 
     /// Registrations held.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     /// True when none is held.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
+    }
+
+    /// The slot of `endpoint`'s registration.
+    fn slot_of(&self, endpoint: &str) -> Option<u32> {
+        let slots = &self.slots;
+        let is_key =
+            |slot: u32| slots[slot as usize].entry.as_ref().is_some_and(|e| &*e.registration.endpoint == endpoint);
+        self.names.find(hash_of(self.key, endpoint), is_key)
+    }
+
+    fn location(&self, slot: u32) -> Location {
+        Location((u64::from(self.slots[slot as usize].generation) << 32) | u64::from(slot))
+    }
+
+    fn entry(&self, location: Location) -> Option<&Entry> {
+        let slot = self.slots.get((location.0 & 0xffff_ffff) as usize)?;
+        (u64::from(slot.generation) == location.0 >> 32).then_some(slot.entry.as_ref()).flatten()
+    }
+
+    fn entry_mut(&mut self, location: Location) -> Option<&mut Entry> {
+        let slot = self.slots.get_mut((location.0 & 0xffff_ffff) as usize)?;
+        (u64::from(slot.generation) == location.0 >> 32).then_some(slot.entry.as_mut()).flatten()
     }
 
     /// The registration of `endpoint`.
     pub fn get(&self, endpoint: &str) -> Option<&Registration> {
-        let location = self.by_endpoint.get(endpoint)?;
-        self.entries.get(location).map(|entry| &entry.registration)
+        let slot = self.slot_of(endpoint)?;
+        self.slots[slot as usize].entry.as_ref().map(|entry| &entry.registration)
     }
 
     /// The location of `endpoint`'s registration.
     pub fn location_of(&self, endpoint: &str) -> Option<Location> {
-        self.by_endpoint.get(endpoint).copied()
+        self.slot_of(endpoint).map(|slot| self.location(slot))
     }
 
     /// The registration at `location`.
     pub fn at(&self, location: Location) -> Option<&Registration> {
-        self.entries.get(&location).map(|entry| &entry.registration)
+        self.entry(location).map(|entry| &entry.registration)
     }
 
     fn tick(&mut self, now: Instant) -> Result<(), RegistrationError> {
@@ -321,40 +413,47 @@ impl Registrations {
         let endpoint = p.endpoint.filter(|ep| !ep.is_empty() && ep.len() <= self.limits.max_endpoint_len);
         let endpoint = endpoint.ok_or(RegistrationError::InvalidEndpoint)?;
         let objects = links(payload)?;
+        let hash = hash_of(self.key, endpoint);
+        let known = self.slot_of(endpoint);
+        if known.is_none() && self.len >= self.limits.max_registrations {
+            return Err(RegistrationError::Full);
+        }
+        // A known endpoint's earlier registration goes: its slot and its
+        // index entry are taken over by the new one, under a new generation.
+        let replaced = known.and_then(|slot| self.vacate(slot));
         let version = p.version.unwrap_or(Lwm2mVersion::V1_0);
-        let binding = p.binding.unwrap_or("U");
-        let location = Location(self.next_location);
-        // One search of the name index: a known endpoint's entry is pointed
-        // at the new location, and its earlier registration goes.
-        let replaced = match self.by_endpoint.entry(String::from(endpoint)) {
-            btree_map::Entry::Occupied(mut indexed) => {
-                let old = core::mem::replace(indexed.get_mut(), location);
-                self.entries.remove(&old).map(|entry| {
-                    self.expiries.remove(&(entry.expires, old));
-                    entry.registration
-                })
-            }
-            btree_map::Entry::Vacant(vacant) => {
-                if self.entries.len() >= self.limits.max_registrations {
-                    return Err(RegistrationError::Full);
-                }
-                vacant.insert(location);
-                None
-            }
-        };
+        let binding = p.binding.unwrap_or(Binding::UDP);
         let registration = Registration {
-            endpoint: String::from(endpoint),
+            endpoint: endpoint.into(),
             lifetime: p.lifetime.unwrap_or(86_400),
             lwm2m_version: version,
-            binding: String::from(binding),
-            queue_mode: p.queue || binding.contains('Q'),
+            binding,
+            queue_mode: p.queue || binding.contains(Binding::QUEUE),
             objects,
         };
-        self.next_location += 1;
         let expires = self.expiry(now, registration.lifetime);
-        self.expiries.insert((expires, location));
-        self.entries.insert(location, Entry { registration, expires });
-        Ok(Registered { location, replaced })
+        let entry = Entry { registration, expires, queued: expires };
+        let slot = match known {
+            Some(slot) => slot,
+            None => {
+                let slot = match self.free.pop() {
+                    Some(slot) => slot,
+                    None => {
+                        self.slots.push(Slot { generation: 0, entry: None });
+                        (self.slots.len() - 1) as u32
+                    }
+                };
+                self.names.insert(hash, slot);
+                slot
+            }
+        };
+        let held = &mut self.slots[slot as usize];
+        held.generation = held.generation.wrapping_add(1);
+        held.entry = Some(entry);
+        self.len += 1;
+        self.expiries.push(Reverse((expires, slot, held.generation)));
+        self.settle();
+        Ok(Registered { location: self.location(slot), replaced })
     }
 
     /// A Registration Update (`POST /rd/<location>`): only what changed is
@@ -372,7 +471,7 @@ impl Registrations {
         payload: &str,
     ) -> Result<&Registration, RegistrationError> {
         self.tick(now)?;
-        if !self.entries.contains_key(&location) {
+        if self.entry(location).is_none() {
             return Err(RegistrationError::UnknownLocation);
         }
         let p = params(query)?;
@@ -382,17 +481,17 @@ impl Registrations {
         }
         let objects = if payload.trim().is_empty() { None } else { Some(links(payload)?) };
         let grace = self.limits.expiry_grace;
-        let Some(entry) = self.entries.get_mut(&location) else { return Err(RegistrationError::UnknownLocation) };
+        let Some(entry) = self.entry_mut(location) else { return Err(RegistrationError::UnknownLocation) };
         let registration = &mut entry.registration;
         if let Some(lifetime) = p.lifetime {
             registration.lifetime = lifetime;
         }
         if let Some(binding) = p.binding {
-            registration.binding = String::from(binding);
+            registration.binding = binding;
             // A `Q` in the binding is queue mode (1.0's way, accepted from
             // any client); a 1.0 binding without it turns queue mode off. 1.1+
             // clients say `Q` at Register, so their binding alone does not.
-            if binding.contains('Q') {
+            if binding.contains(Binding::QUEUE) {
                 registration.queue_mode = true;
             } else if registration.lwm2m_version == Lwm2mVersion::V1_0 {
                 registration.queue_mode = false;
@@ -403,10 +502,16 @@ impl Registrations {
             registration.objects = objects;
         }
         let expires = now + Duration::from_secs(u64::from(registration.lifetime)) + grace;
-        self.expiries.remove(&(entry.expires, location));
         entry.expires = expires;
-        self.expiries.insert((expires, location));
-        Ok(&entry.registration)
+        // A later expiry keeps the heap entry (it moves when it reaches the
+        // top); an earlier one needs an entry of its own.
+        if expires < entry.queued {
+            entry.queued = expires;
+            let (slot, generation) = ((location.0 & 0xffff_ffff) as u32, (location.0 >> 32) as u32);
+            self.expiries.push(Reverse((expires, slot, generation)));
+        }
+        self.settle();
+        self.at(location).ok_or(RegistrationError::UnknownLocation)
     }
 
     /// A De-register (`DELETE /rd/<location>`): answer 2.02 Deleted.
@@ -415,14 +520,48 @@ impl Registrations {
     /// [`RegistrationError::UnknownLocation`] (4.04).
     pub fn deregister(&mut self, now: Instant, location: Location) -> Result<Registration, RegistrationError> {
         self.tick(now)?;
-        self.remove(location).ok_or(RegistrationError::UnknownLocation)
+        self.entry(location).ok_or(RegistrationError::UnknownLocation)?;
+        let slot = (location.0 & 0xffff_ffff) as u32;
+        let registration = self.vacate(slot).ok_or(RegistrationError::UnknownLocation)?;
+        self.names.remove(hash_of(self.key, &*registration.endpoint), slot);
+        self.free.push(slot);
+        self.settle();
+        Ok(registration)
     }
 
-    fn remove(&mut self, location: Location) -> Option<Registration> {
-        let entry = self.entries.remove(&location)?;
-        self.expiries.remove(&(entry.expires, location));
-        self.by_endpoint.remove(&entry.registration.endpoint);
+    /// Takes the registration out of `slot` (its index entry and heap entry
+    /// are the caller's to drop or reuse).
+    fn vacate(&mut self, slot: u32) -> Option<Registration> {
+        let entry = self.slots[slot as usize].entry.take()?;
+        self.len -= 1;
         Some(entry.registration)
+    }
+
+    /// Restores the heap's promise: its top is live and due exactly at its
+    /// registration's expiry. Stale entries on top are dropped, a moved
+    /// expiry on top is re-filed; and when stale entries outnumber the live
+    /// ones the heap is rebuilt, so it stays within twice the table.
+    fn settle(&mut self) {
+        if self.expiries.len() > 2 * self.len + 32 {
+            let live = self.slots.iter().enumerate().filter_map(|(slot, held)| {
+                let entry = held.entry.as_ref()?;
+                Some(Reverse((entry.queued, slot as u32, held.generation)))
+            });
+            self.expiries = live.collect();
+        }
+        while let Some(mut top) = self.expiries.peek_mut() {
+            let Reverse((at, slot, generation)) = *top;
+            let held = &mut self.slots[slot as usize];
+            let same = held.generation == generation;
+            match held.entry.as_mut().filter(|e| same && e.queued == at) {
+                None => drop(PeekMut::pop(top)),
+                Some(entry) if entry.expires > at => {
+                    entry.queued = entry.expires;
+                    *top = Reverse((entry.expires, slot, generation));
+                }
+                Some(_) => break,
+            }
+        }
     }
 
     /// Removes the registrations whose lifetime passed by `now`; drain them
@@ -432,13 +571,19 @@ impl Registrations {
     /// [`RegistrationError::TimeWentBackwards`].
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), RegistrationError> {
         self.tick(now)?;
-        while let Some(&(at, location)) = self.expiries.first() {
+        // After settle, the top is a live registration due at its expiry.
+        while let Some(&Reverse((at, slot, _))) = self.expiries.peek() {
             if at > now {
                 break;
             }
-            if let Some(registration) = self.remove(location) {
+            self.expiries.pop();
+            let location = self.location(slot);
+            if let Some(registration) = self.vacate(slot) {
+                self.names.remove(hash_of(self.key, &*registration.endpoint), slot);
+                self.free.push(slot);
                 self.expired.push_back(Expired { location, registration });
             }
+            self.settle();
         }
         Ok(())
     }
@@ -450,7 +595,7 @@ impl Registrations {
 
     /// When the next lifetime ends.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.expiries.first().map(|(at, _)| *at)
+        self.expiries.peek().map(|Reverse((at, _, _))| *at)
     }
 }
 
@@ -477,12 +622,12 @@ mod tests {
         assert_eq!(registered.replaced, None);
         let r = table.get("a").unwrap();
         assert_eq!(
-            (r.lifetime, r.lwm2m_version, r.binding.as_str(), r.queue_mode),
-            (300, Lwm2mVersion::V1_1, "U", true)
+            (r.lifetime, r.lwm2m_version, r.binding, r.queue_mode),
+            (300, Lwm2mVersion::V1_1, Binding::UDP, true)
         );
         assert_eq!(r.objects.len(), 3);
         assert_eq!(table.location_of("a"), Some(registered.location));
-        assert_eq!(table.at(registered.location).map(|r| r.endpoint.as_str()), Some("a"));
+        assert_eq!(table.at(registered.location).map(|r| &*r.endpoint), Some("a"));
         assert_eq!(table.poll_timeout(), Some(secs(300)));
     }
 
@@ -567,7 +712,7 @@ mod tests {
         let mut table = Registrations::default();
         let at = table.register(secs(0), ["ep=a"], LINKS).unwrap().location;
         assert_eq!(table.deregister(secs(1), Location(at.id() + 1)), Err(RegistrationError::UnknownLocation));
-        assert_eq!(table.deregister(secs(1), at).map(|r| r.endpoint), Ok(String::from("a")));
+        assert_eq!(table.deregister(secs(1), at).map(|r| r.endpoint), Ok("a".into()));
         assert_eq!(table.deregister(secs(1), at), Err(RegistrationError::UnknownLocation));
         assert!(table.is_empty());
         assert_eq!(table.poll_timeout(), None);
@@ -583,7 +728,7 @@ mod tests {
         assert_eq!(table.poll_expired(), None);
         table.handle_timeout(secs(15)).unwrap();
         let expired = table.poll_expired().unwrap();
-        assert_eq!((expired.location, expired.registration.endpoint.as_str()), (a, "a"));
+        assert_eq!((expired.location, &*expired.registration.endpoint), (a, "a"));
         assert_eq!(table.poll_expired(), None);
         assert_eq!(table.get("a"), None);
         assert_eq!(table.poll_timeout(), Some(secs(25)));
@@ -667,11 +812,78 @@ mod tests {
                 }
             }
             assert!(table.len() <= 2);
-            assert_eq!(table.entries.len(), table.by_endpoint.len());
-            assert_eq!(table.entries.len(), table.expiries.len());
-            for (location, entry) in &table.entries {
-                assert_eq!(table.by_endpoint.get(&entry.registration.endpoint), Some(location));
-                assert!(table.expiries.contains(&(entry.expires, *location)));
+            table.check();
+        }
+    }
+
+    impl Registrations {
+        /// The indexes agree with the slab: every registration is found by
+        /// name and location, the free slots are empty, and the heap's top is
+        /// live and exact, with a live entry no later than each expiry.
+        fn check(&self) {
+            let live: alloc::vec::Vec<(usize, &Entry)> =
+                self.slots.iter().enumerate().filter_map(|(i, s)| s.entry.as_ref().map(|e| (i, e))).collect();
+            assert_eq!(live.len(), self.len);
+            assert_eq!(self.names.len(), self.len);
+            assert_eq!(self.free.len() + self.len, self.slots.len());
+            for &slot in &self.free {
+                assert!(self.slots[slot as usize].entry.is_none());
+            }
+            for (slot, entry) in live {
+                let name = &*entry.registration.endpoint;
+                assert_eq!(self.slot_of(name), Some(slot as u32));
+                let location = self.location(slot as u32);
+                assert_eq!(self.at(location).map(|r| &*r.endpoint), Some(name));
+                assert!(entry.queued <= entry.expires);
+                let generation = self.slots[slot].generation;
+                assert!(self.expiries.iter().any(|Reverse(e)| *e == (entry.queued, slot as u32, generation)));
+            }
+            if let Some(Reverse((at, slot, generation))) = self.expiries.peek() {
+                let held = &self.slots[*slot as usize];
+                assert_eq!(held.generation, *generation);
+                assert_eq!(held.entry.as_ref().map(|e| e.expires), Some(*at));
+                let earliest = self.slots.iter().filter_map(|s| s.entry.as_ref()).map(|e| e.expires).min();
+                assert_eq!(earliest, Some(*at));
+            }
+            assert!(self.expiries.len() <= 2 * self.len + 33);
+        }
+    }
+
+    /// Updates that move lifetimes later and earlier, registrations
+    /// replaced and removed: the heap keeps one live entry each, its top is
+    /// always the next expiry, and what expires is exactly what is due.
+    #[test]
+    fn expiries_follow_updates_both_ways() {
+        let mut table = Registrations::new(RegistrationLimits { max_registrations: 64, ..Default::default() });
+        let mut now = 0;
+        let mut locations = vec![];
+        for i in 0..64u64 {
+            let ep = alloc::format!("ep=d{i}");
+            let lt = alloc::format!("lt={}", 10 + i % 7);
+            locations.push(table.register(secs(now), [ep.as_str(), lt.as_str()], "").unwrap().location);
+            table.check();
+        }
+        for round in 0..200u64 {
+            now += 1;
+            let at = locations[(round * 17 % 64) as usize];
+            let lt = alloc::format!("lt={}", 1 + round % 23);
+            let _ = table.update(secs(now), at, [lt.as_str()], "");
+            table.check();
+            if round % 9 == 0 {
+                let ep = alloc::format!("ep=d{}", round % 64);
+                if let Ok(registered) = table.register(secs(now), [ep.as_str(), "lt=5"], "") {
+                    locations[(round % 64) as usize] = registered.location;
+                }
+                table.check();
+            }
+            table.handle_timeout(secs(now)).unwrap();
+            while let Some(expired) = table.poll_expired() {
+                assert!(table.at(expired.location).is_none());
+                assert!(!expired.registration.endpoint.is_empty());
+            }
+            table.check();
+            for slot in table.slots.iter().filter_map(|s| s.entry.as_ref()) {
+                assert!(slot.expires > secs(now), "nothing due is kept");
             }
         }
     }

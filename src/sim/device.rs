@@ -15,8 +15,9 @@ use crate::device::{
     PackageSink,
 };
 use crate::model::{
-    ClientMessage, ContentFormat, DeliveryMethod, Instant, Lwm2mVersion, ObjectLinks, ObjectVersion, Operation, Path,
-    Protocol, Record, Registration, Registry, RequestId, ResponseCode, State, UpdateResult, Value,
+    Binding, ClientMessage, ContentFormat, DeliveryMethod, Instant, Lwm2mVersion, ObjectLinks, ObjectList,
+    ObjectVersion, Operation, Path, Protocol, Record, Registration, Registry, RequestId, ResponseCode, State,
+    UpdateResult, Value,
 };
 
 /// The first line of a firmware image names its version:
@@ -335,16 +336,22 @@ impl SimDevice {
     fn registration(&self) -> Registration {
         let v1_1 = self.profile.lwm2m_version >= Lwm2mVersion::V1_1;
         Registration {
-            endpoint: self.endpoint(),
+            endpoint: self.endpoint().into(),
             lifetime: self.profile.lifetime.as_secs() as u32,
             lwm2m_version: self.profile.lwm2m_version,
-            binding: if self.profile.queue_mode && !v1_1 { "UQ".into() } else { "U".into() },
+            binding: if self.profile.queue_mode && !v1_1 { Binding::UDP.with(Binding::QUEUE) } else { Binding::UDP },
             queue_mode: self.profile.queue_mode,
-            objects: vec![
-                ObjectLinks { object_id: 1, version: None, instances: vec![0] },
-                ObjectLinks { object_id: 3, version: None, instances: vec![0] },
-                ObjectLinks { object_id: 5, version: v1_1.then_some(self.profile.firmware_object), instances: vec![0] },
-            ],
+            objects: ObjectList::from(
+                &[
+                    ObjectLinks { object_id: 1, version: None, instances: vec![0] },
+                    ObjectLinks { object_id: 3, version: None, instances: vec![0] },
+                    ObjectLinks {
+                        object_id: 5,
+                        version: v1_1.then_some(self.profile.firmware_object),
+                        instances: vec![0],
+                    },
+                ][..],
+            ),
         }
     }
 

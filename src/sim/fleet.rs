@@ -24,13 +24,13 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{FleetProfile, ImageStore, LinkParams, Rng, SimDevice, SimImage, image_bytes};
 use crate::model::{
-    ClientMessage, ContentFormat, Instant, ObjectLinks, Operation, Path, Registration, RequestId, ResponseCode,
-    format_object_links,
+    Binding, ClientMessage, ContentFormat, Instant, ObjectList, Operation, Path, Registration, RequestId, ResponseCode,
 };
 use crate::server::{
     DeviceId, DeviceRequest, DeviceResponse, DownlinkRequest, Endpoint, EndpointConfig, EndpointEvent, EndpointOutput,
@@ -380,7 +380,7 @@ pub struct Fleet {
     message_id: RequestId,
     /// Link lists as Register payloads, by the objects they list (a fleet's
     /// devices register with a handful of different ones).
-    links: Vec<(Vec<ObjectLinks>, String)>,
+    links: Vec<(ObjectList, String)>,
     /// The Uri-Query values of the Register being sent, reused.
     query: String,
     report: FleetReport,
@@ -706,7 +706,7 @@ impl Fleet {
                         Some(lt) => &[lt.as_str()],
                         None => &[],
                     };
-                    let links = objects.as_deref().map_or("", |objects| object_links(&mut self.links, objects));
+                    let links = objects.as_ref().map_or("", |objects| object_links(&mut self.links, objects));
                     let request =
                         DeviceRequest { query, payload: links.as_bytes(), ..DeviceRequest::new(Method::Post, &path) };
                     let reply = endpoint.handle_request(now, peer, &request);
@@ -903,10 +903,10 @@ impl Fleet {
 /// there are. The fleet, the swarm and the tests send Registers with it.
 ///
 /// ```
-/// use lwm2m_fota::model::{Lwm2mVersion, Registration};
+/// use lwm2m_fota::model::{Binding, Lwm2mVersion, ObjectList, Registration};
 /// let registration = Registration {
 ///     endpoint: "sim-7".into(), lifetime: 300, lwm2m_version: Lwm2mVersion::V1_1,
-///     binding: "U".into(), queue_mode: true, objects: Vec::new(),
+///     binding: Binding::UDP, queue_mode: true, objects: ObjectList::default(),
 /// };
 /// let mut buffer = String::new();
 /// let (query, count) = lwm2m_fota::sim::registration_query(&mut buffer, &registration);
@@ -925,11 +925,11 @@ pub fn registration_query<'b>(buffer: &'b mut String, registration: &Registratio
     buffer.push_str(registration.lwm2m_version.as_str());
     ends[2] = buffer.len();
     buffer.push_str("b=");
-    buffer.push_str(&registration.binding);
+    let _ = write!(buffer, "{}", registration.binding);
     ends[3] = buffer.len();
     let mut count = 4;
     // LwM2M 1.1 says queue mode with `Q`; 1.0 with the binding `UQ`.
-    if registration.queue_mode && !registration.binding.contains('Q') {
+    if registration.queue_mode && !registration.binding.contains(Binding::QUEUE) {
         buffer.push('Q');
         ends[4] = buffer.len();
         count = 5;
@@ -978,16 +978,16 @@ fn location_segment(location: Location, buffer: &mut [u8; 16]) -> &str {
 }
 
 /// The Register payload listing `objects`, formatted once per distinct list.
-fn object_links<'c>(cache: &'c mut Vec<(Vec<ObjectLinks>, String)>, objects: &[ObjectLinks]) -> &'c str {
+fn object_links<'c>(cache: &'c mut Vec<(ObjectList, String)>, objects: &ObjectList) -> &'c str {
     const CACHED: usize = 16;
-    let i = match cache.iter().position(|(cached, _)| cached.as_slice() == objects) {
+    let i = match cache.iter().position(|(cached, _)| cached == objects) {
         Some(i) => i,
         None => {
             if cache.len() == CACHED {
                 // More lists than a fleet has: the oldest goes.
                 cache.remove(0);
             }
-            cache.push((objects.to_vec(), format_object_links(objects)));
+            cache.push((objects.clone(), objects.to_string()));
             cache.len() - 1
         }
     };

@@ -53,12 +53,13 @@ mod tests;
 
 use alloc::boxed::Box;
 use alloc::collections::binary_heap::PeekMut;
-use alloc::collections::{BTreeMap, BinaryHeap, VecDeque, btree_map};
+use alloc::collections::{BTreeMap, BinaryHeap, VecDeque};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 use core::fmt::Debug;
+use core::hash::Hash;
 
 use bytes::Bytes;
 
@@ -67,6 +68,7 @@ pub use io::{
     EndpointStats, Method, Reply, ResponseVerdict, Token, Transmit,
 };
 
+use super::index::{HashIndex, hash_of, siphash24};
 use super::{
     ImageSource, Location, MAX_BLOCK_SIZE, ObserveSequence, PushStep, RegistrationError, RegistrationLimits,
     Registrations, RequestKind, TaskInput, TaskOutput, UpgradeConfig, UpgradeTask, WireBlock, serve_block,
@@ -206,8 +208,13 @@ pub struct Endpoint<P> {
     registrations: Registrations,
     slots: Vec<Slot<P>>,
     free: Vec<u32>,
-    by_name: BTreeMap<Box<str>, u32>,
-    by_peer: BTreeMap<P, u32>,
+    /// Device slots by the hash of their name.
+    by_name: HashIndex,
+    /// Registered devices' slots by the hash of their peer: a device's
+    /// peer always indexes it.
+    by_peer: HashIndex,
+    /// The key the two indexes hash under (from the token key).
+    index_key: [u64; 2],
     images: BTreeMap<String, Arc<dyn ImageSource + Send + Sync>>,
     /// Task deadlines: (when, slot, generation). A device's live entry is
     /// the one at its [`Upgrade::queued`]; others are stale and skipped. A
@@ -234,16 +241,18 @@ impl<P: Debug> Debug for Endpoint<P> {
     }
 }
 
-impl<P: Copy + Ord + Debug> Endpoint<P> {
+impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
     /// An endpoint with no devices.
     pub fn new(config: EndpointConfig) -> Endpoint<P> {
+        let index_key = index_key(config.token_key);
         Endpoint {
-            registrations: Registrations::new(config.registrations),
+            registrations: Registrations::with_key(config.registrations, [index_key[1], index_key[0]]),
             config,
             slots: Vec::new(),
             free: Vec::new(),
-            by_name: BTreeMap::new(),
-            by_peer: BTreeMap::new(),
+            by_name: HashIndex::default(),
+            by_peer: HashIndex::default(),
+            index_key,
             images: BTreeMap::new(),
             timers: BinaryHeap::new(),
             outputs: VecDeque::new(),
@@ -272,14 +281,28 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
 
     /// The device with endpoint name `name`, if the endpoint knows it.
     pub fn find(&self, name: &str) -> Option<DeviceId> {
-        let slot = *self.by_name.get(name)?;
+        let slot = self.slot_named(name)?;
         Some(DeviceId { slot, generation: self.slots[slot as usize].generation })
     }
 
     /// The device registered from `peer`.
     pub fn find_peer(&self, peer: P) -> Option<DeviceId> {
-        let slot = *self.by_peer.get(&peer)?;
+        let slot = self.slot_at(peer)?;
         Some(DeviceId { slot, generation: self.slots[slot as usize].generation })
+    }
+
+    /// The slot of device `name`.
+    fn slot_named(&self, name: &str) -> Option<u32> {
+        let slots = &self.slots;
+        let is_key = |slot: u32| slots[slot as usize].device.as_ref().is_some_and(|d| &*d.name == name);
+        self.by_name.find(hash_of(self.index_key, name), is_key)
+    }
+
+    /// The slot of the device registered from `peer`.
+    fn slot_at(&self, peer: P) -> Option<u32> {
+        let slots = &self.slots;
+        let is_key = |slot: u32| slots[slot as usize].device.as_ref().is_some_and(|d| d.peer == Some(peer));
+        self.by_peer.find(hash_of(self.index_key, &peer), is_key)
     }
 
     /// A view of `device`, while the endpoint knows it.
@@ -327,6 +350,14 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
         self.slots[slot as usize].device.as_mut().expect("slot of a known device")
     }
 
+    /// The slot of device `name`, if its registration is at `location` (a
+    /// device is found by name, then checked: the registration table knows
+    /// the location's endpoint).
+    fn registered_at(&self, name: &str, location: Location) -> Option<u32> {
+        let slot = self.slot_named(name)?;
+        (self.slots[slot as usize].device.as_ref()?.location == Some(location)).then_some(slot)
+    }
+
     fn tick(&mut self, now: Instant) -> Result<(), EndpointError> {
         if now < self.last_now {
             return Err(EndpointError::TimeWentBackwards);
@@ -337,17 +368,14 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
 
     /// The slot of device `name`, made if it is new.
     fn slot_for(&mut self, name: &str) -> Result<u32, EndpointError> {
-        let full = self.by_name.len() >= self.config.registrations.max_registrations;
-        // One search: the name's entry, made if it is new.
-        let vacant = match self.by_name.entry(name.into()) {
-            btree_map::Entry::Occupied(known) => return Ok(*known.get()),
-            btree_map::Entry::Vacant(vacant) => vacant,
-        };
-        if full {
+        if let Some(slot) = self.slot_named(name) {
+            return Ok(slot);
+        }
+        if self.by_name.len() >= self.config.registrations.max_registrations {
             return Err(EndpointError::Full);
         }
         let device = Device {
-            name: vacant.key().clone(),
+            name: name.into(),
             peer: None,
             location: None,
             upgrade: None,
@@ -369,7 +397,7 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
                 (self.slots.len() - 1) as u32
             }
         };
-        vacant.insert(slot);
+        self.by_name.insert(hash_of(self.index_key, name), slot);
         Ok(slot)
     }
 
@@ -388,7 +416,7 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
     fn release(&mut self, slot: u32) {
         let device = self.device_at(slot);
         let name = core::mem::take(&mut device.name);
-        self.by_name.remove(&name);
+        self.by_name.remove(hash_of(self.index_key, &*name), slot);
         self.slots[slot as usize].device = None;
         self.free.push(slot);
     }
@@ -549,7 +577,7 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
         let Some(registration) = self.registrations.at(location) else {
             return Reply::code(ResponseCode::INTERNAL_SERVER_ERROR);
         };
-        let known = self.by_name.get(registration.endpoint.as_str()).copied();
+        let known = self.slot_named(&registration.endpoint);
         let slot = match known {
             Some(slot) => Ok(slot),
             None => {
@@ -600,22 +628,21 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
         if let Some(old) = old_peer {
             self.unindex_peer(old, slot);
         }
-        if let Some(other) = self.by_peer.insert(peer, slot).filter(|other| *other != slot) {
+        let hash = hash_of(self.index_key, &peer);
+        if let Some(other) = self.slot_at(peer) {
             // Another device registered from this address before: it has moved
             // (or its NAT binding was reused); it is no longer reachable here.
+            self.by_peer.remove(hash, other);
             if let Some(d) = self.slots[other as usize].device.as_mut() {
                 d.peer = None;
             }
         }
+        self.by_peer.insert(hash, slot);
     }
 
     /// Removes `peer`'s index entry if it names `slot`.
     fn unindex_peer(&mut self, peer: P, slot: u32) {
-        if let btree_map::Entry::Occupied(indexed) = self.by_peer.entry(peer) {
-            if *indexed.get() == slot {
-                indexed.remove();
-            }
-        }
+        self.by_peer.remove(hash_of(self.index_key, &peer), slot);
     }
 
     /// Forgets the observations and exchanges of `slot`'s registration and the
@@ -648,11 +675,11 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
             Ok(links) => links,
             Err(reply) => return reply,
         };
-        let name = match self.registrations.update(now, location, request.query.iter().copied(), links) {
-            Ok(registration) => registration.endpoint.as_str(),
-            Err(error) => return Reply::code(error.code()),
-        };
-        let Some(slot) = registered_at(&self.by_name, &self.slots, name, location) else {
+        if let Err(error) = self.registrations.update(now, location, request.query.iter().copied(), links) {
+            return Reply::code(error.code());
+        }
+        let registration = self.registrations.at(location);
+        let Some(slot) = registration.and_then(|r| self.registered_at(&r.endpoint, location)) else {
             return Reply::code(ResponseCode::NOT_FOUND);
         };
         if self.device_at(slot).peer != Some(peer) {
@@ -672,7 +699,7 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
             Ok(registration) => registration,
             Err(error) => return Reply::code(error.code()),
         };
-        if let Some(slot) = registered_at(&self.by_name, &self.slots, &registration.endpoint, location) {
+        if let Some(slot) = self.registered_at(&registration.endpoint, location) {
             self.device_at(slot).uplinks += 1;
             self.leave(now, slot, EndpointEvent::Deregistered);
         }
@@ -691,7 +718,7 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
     fn send(&mut self, now: Instant, peer: P, request: &DeviceRequest<'_>) -> Reply {
         // Only a registered device may Send (TS 1.1 §6.4.1: the server knows
         // the client by its registration).
-        let Some(&slot) = self.by_peer.get(&peer) else { return Reply::code(ResponseCode::NOT_FOUND) };
+        let Some(slot) = self.slot_at(peer) else { return Reply::code(ResponseCode::NOT_FOUND) };
         let Some(format) = request.content_format.and_then(ContentFormat::from_number) else {
             return Reply::code(ResponseCode::UNSUPPORTED_CONTENT_FORMAT);
         };
@@ -734,7 +761,7 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
         match verdict {
             ResponseVerdict::Unmatched => {
                 self.stats.unmatched += 1;
-                if !self.by_peer.contains_key(&peer) {
+                if self.slot_at(peer).is_none() {
                     self.stats.unmatched_foreign += 1;
                 }
             }
@@ -980,9 +1007,7 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
         }
         if self.registrations.handle_timeout(now).is_ok() {
             while let Some(expired) = self.registrations.poll_expired() {
-                if let Some(slot) =
-                    registered_at(&self.by_name, &self.slots, &expired.registration.endpoint, expired.location)
-                {
+                if let Some(slot) = self.registered_at(&expired.registration.endpoint, expired.location) {
                     self.leave(now, slot, EndpointEvent::Expired);
                 }
             }
@@ -1071,18 +1096,10 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
     }
 }
 
-/// The slot of device `name` in `by_name`, if its registration is at
-/// `location` (a device is found by name, then checked: the registration
-/// table knows the location's endpoint).
-fn registered_at<P>(
-    by_name: &BTreeMap<Box<str>, u32>,
-    slots: &[Slot<P>],
-    name: &str,
-    location: Location,
-) -> Option<u32> {
-    let slot = *by_name.get(name)?;
-    let device = slots.get(slot as usize)?.device.as_ref()?;
-    (device.location == Some(location)).then_some(slot)
+/// The key of the endpoint's indexes: the token key, changed so that the
+/// two never hash the same input alike.
+fn index_key(token_key: [u64; 2]) -> [u64; 2] {
+    [token_key[0] ^ 0x6e61_6d65_7370_6163, token_key[1].rotate_left(17) ^ 0x7065_6572_7370_6163]
 }
 
 /// The upgrade whose live timer entry is `(at, slot, generation)`, if that
@@ -1110,38 +1127,4 @@ pub fn parse_block(value: u64) -> Option<Block> {
 pub fn block_value(block: Block) -> u64 {
     let szx = block.size.clamp(16, 1024).trailing_zeros() - 4;
     (u64::from(block.number) << 4) | (u64::from(block.more) << 3) | u64::from(szx)
-}
-
-/// SipHash-2-4 of one 64-bit word (a keyed pseudo-random function: the
-/// tokens' random half).
-fn siphash24(key: [u64; 2], message: u64) -> u64 {
-    let mut v = [
-        key[0] ^ 0x736f_6d65_7073_6575,
-        key[1] ^ 0x646f_7261_6e64_6f6d,
-        key[0] ^ 0x6c79_6765_6e65_7261,
-        key[1] ^ 0x7465_6462_7974_6573,
-    ];
-    fn round(v: &mut [u64; 4]) {
-        v[0] = v[0].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(13) ^ v[0];
-        v[0] = v[0].rotate_left(32);
-        v[2] = v[2].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(16) ^ v[2];
-        v[0] = v[0].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(21) ^ v[0];
-        v[2] = v[2].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(17) ^ v[2];
-        v[2] = v[2].rotate_left(32);
-    }
-    for word in [message, 8u64 << 56] {
-        v[3] ^= word;
-        round(&mut v);
-        round(&mut v);
-        v[0] ^= word;
-    }
-    v[2] ^= 0xff;
-    for _ in 0..4 {
-        round(&mut v);
-    }
-    v[0] ^ v[1] ^ v[2] ^ v[3]
 }

@@ -1,6 +1,7 @@
 //! The endpoint's serde form: everything but the images (an `ImageSource` is
 //! the caller's: add them again after restoring) and the indexes, which are
-//! rebuilt from the devices. Format 1 (`"format": 1`); any other is refused.
+//! rebuilt from the devices. Format 2 (`"format": 2`: format 1, before the
+//! registration table became a slab, is no longer read); any other is refused.
 
 use alloc::collections::{BTreeMap, BinaryHeap, VecDeque};
 use alloc::vec::Vec;
@@ -9,11 +10,12 @@ use core::fmt::Debug;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{DeviceId, Endpoint, EndpointConfig, EndpointOutput, EndpointStats, Slot};
+use super::{DeviceId, Endpoint, EndpointConfig, EndpointOutput, EndpointStats, Slot, index_key};
 use crate::model::{Instant, RequestId};
 use crate::server::Registrations;
+use crate::server::index::{HashIndex, hash_of};
 
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 #[derive(Serialize)]
 struct StateRef<'a, P> {
@@ -61,7 +63,7 @@ impl<P: Serialize> Serialize for Endpoint<P> {
     }
 }
 
-impl<'de, P: Deserialize<'de> + Copy + Ord + Debug> Deserialize<'de> for Endpoint<P> {
+impl<'de, P: Deserialize<'de> + Copy + Ord + core::hash::Hash + Debug> Deserialize<'de> for Endpoint<P> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let state = State::<P>::deserialize(deserializer)?;
         if state.format != FORMAT {
@@ -70,13 +72,15 @@ impl<'de, P: Deserialize<'de> + Copy + Ord + Debug> Deserialize<'de> for Endpoin
                 state.format
             )));
         }
+        let key = index_key(state.config.token_key);
         let mut endpoint = Endpoint {
             config: state.config,
             registrations: state.registrations,
             slots: state.slots,
             free: state.free,
-            by_name: BTreeMap::new(),
-            by_peer: BTreeMap::new(),
+            by_name: HashIndex::default(),
+            by_peer: HashIndex::default(),
+            index_key: key,
             images: BTreeMap::new(),
             timers: BinaryHeap::new(),
             outputs: state.outputs,
@@ -88,9 +92,9 @@ impl<'de, P: Deserialize<'de> + Copy + Ord + Debug> Deserialize<'de> for Endpoin
         for (slot, entry) in endpoint.slots.iter().enumerate() {
             let Some(device) = entry.device.as_ref() else { continue };
             let slot = slot as u32;
-            endpoint.by_name.insert(device.name.clone(), slot);
+            endpoint.by_name.insert(hash_of(endpoint.index_key, &*device.name), slot);
             if let Some(peer) = device.peer {
-                endpoint.by_peer.insert(peer, slot);
+                endpoint.by_peer.insert(hash_of(endpoint.index_key, &peer), slot);
             }
             if let Some(at) = device.upgrade.as_ref().and_then(|u| u.deadline) {
                 endpoint.timers.push(Reverse((at, slot, entry.generation)));

@@ -220,7 +220,7 @@ fn register_is_created_with_a_location_and_retrievable() {
     assert_eq!(reply.code, ResponseCode::CREATED);
     let location = reply.location.expect("a location");
     let registration = e.registrations().at(location).expect("registered at its location");
-    assert_eq!((registration.endpoint.as_str(), registration.lifetime), ("dev-1", 300));
+    assert_eq!((registration.endpoint.as_ref(), registration.lifetime), ("dev-1", 300));
     assert_eq!(registration.objects.len(), 3);
     assert_eq!(e.registrations().location_of("dev-1"), Some(location));
     let id = e.find("dev-1").expect("the endpoint knows the device");
@@ -228,7 +228,7 @@ fn register_is_created_with_a_location_and_retrievable() {
     assert_eq!(e.peer_of(id), Some(7));
     let view = e.device(id).unwrap();
     assert_eq!((view.name, view.peer, view.uplinks), ("dev-1", Some(7), 1));
-    assert_eq!(view.registration.map(|r| r.endpoint.as_str()), Some("dev-1"));
+    assert_eq!(view.registration.map(|r| r.endpoint.as_ref()), Some("dev-1"));
     assert!(view.task.is_none());
     assert_eq!(events(&outputs(&mut e)), vec![(id, EndpointEvent::Registered { replaced: false })]);
     assert_eq!(e.stats(), EndpointStats::default());
@@ -589,7 +589,7 @@ fn the_image_path_is_configurable() {
 
 // ----- upgrades, tokens, demultiplexing -----
 
-impl<P: Copy + Ord + Debug> Endpoint<P> {
+impl<P: Copy + Ord + core::hash::Hash + Debug> Endpoint<P> {
     fn task_of(&self, device: DeviceId) -> &UpgradeTask {
         self.device(device).and_then(|d| d.task).expect("an upgrade")
     }
