@@ -407,10 +407,19 @@ impl From<&[ObjectLinks]> for ObjectList {
     /// The same objects; an instance listed twice is kept once, as the
     /// parsers do.
     fn from(links: &[ObjectLinks]) -> ObjectList {
+        links.iter().map(ObjectLinks::entry).collect()
+    }
+}
+
+impl<'a> FromIterator<ObjectEntry<'a>> for ObjectList {
+    /// The objects, merged as the parsers merge links: an object given twice
+    /// is one object (its first `ver` kept), an instance given twice is kept
+    /// once.
+    fn from_iter<I: IntoIterator<Item = ObjectEntry<'a>>>(objects: I) -> ObjectList {
         let mut builder = ObjectListBuilder { words: Vec::new() };
-        for object in links {
+        for object in objects {
             builder.add(object.object_id, None, object.version);
-            for &instance in &object.instances {
+            for &instance in object.instances {
                 builder.add(object.object_id, Some(instance), None);
             }
         }

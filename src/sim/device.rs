@@ -15,9 +15,8 @@ use crate::device::{
     PackageSink,
 };
 use crate::model::{
-    Binding, ClientMessage, ContentFormat, DeliveryMethod, Instant, Lwm2mVersion, ObjectLinks, ObjectList,
-    ObjectVersion, Operation, Path, Protocol, Record, Registration, Registry, RequestId, ResponseCode, State,
-    UpdateResult, Value,
+    Binding, ClientMessage, ContentFormat, DeliveryMethod, Instant, Lwm2mVersion, ObjectEntry, ObjectVersion,
+    Operation, Path, Protocol, Record, Registration, Registry, RequestId, ResponseCode, State, UpdateResult, Value,
 };
 
 /// The first line of a firmware image names its version:
@@ -341,17 +340,13 @@ impl SimDevice {
             lwm2m_version: self.profile.lwm2m_version,
             binding: if self.profile.queue_mode && !v1_1 { Binding::UDP.with(Binding::QUEUE) } else { Binding::UDP },
             queue_mode: self.profile.queue_mode,
-            objects: ObjectList::from(
-                &[
-                    ObjectLinks { object_id: 1, version: None, instances: vec![0] },
-                    ObjectLinks { object_id: 3, version: None, instances: vec![0] },
-                    ObjectLinks {
-                        object_id: 5,
-                        version: v1_1.then_some(self.profile.firmware_object),
-                        instances: vec![0],
-                    },
-                ][..],
-            ),
+            objects: [
+                ObjectEntry { object_id: 1, version: None, instances: &[0] },
+                ObjectEntry { object_id: 3, version: None, instances: &[0] },
+                ObjectEntry { object_id: 5, version: v1_1.then_some(self.profile.firmware_object), instances: &[0] },
+            ]
+            .into_iter()
+            .collect(),
         }
     }
 
