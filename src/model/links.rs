@@ -370,7 +370,9 @@ impl ObjectList {
     /// # Errors
     /// [`LinkFormatError`], as [`parse_object_links`].
     pub fn parse(text: &str) -> Result<ObjectList, LinkFormatError> {
-        let mut builder = ObjectListBuilder { words: Vec::new() };
+        // A link of n characters adds at most n − 1 words (`</1/0>`: a
+        // header and an instance), so this is room enough for small lists.
+        let mut builder = ObjectListBuilder { words: Vec::with_capacity(text.len().min(64)) };
         parse_links(text, &mut builder)?;
         Ok(ObjectList { words: builder.words.into_boxed_slice() })
     }
@@ -418,6 +420,14 @@ impl<'a> FromIterator<ObjectEntry<'a>> for ObjectList {
     fn from_iter<I: IntoIterator<Item = ObjectEntry<'a>>>(objects: I) -> ObjectList {
         let mut builder = ObjectListBuilder { words: Vec::new() };
         for object in objects {
+            let distinct = object.instances.len() < 2 || object.instances.windows(2).all(|w| w[0] < w[1]);
+            if distinct && object.instances.len() < 1 << 16 && builder.find(object.object_id).is_none() {
+                // A new object with distinct instances: its words at once.
+                let at = builder.push_object(object.object_id, object.version);
+                builder.words[at + 3] = object.instances.len() as u16;
+                builder.words.extend_from_slice(object.instances);
+                continue;
+            }
             builder.add(object.object_id, None, object.version);
             for &instance in object.instances {
                 builder.add(object.object_id, Some(instance), None);

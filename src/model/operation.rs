@@ -34,6 +34,13 @@ impl Lwm2mVersion {
     /// The version a `lwm2m=` text names (patch releases such as "1.1.1" map to
     /// their minor version).
     pub fn parse(text: &str) -> Option<Lwm2mVersion> {
+        // What clients send, at once.
+        match text {
+            "1.0" => return Some(Lwm2mVersion::V1_0),
+            "1.1" => return Some(Lwm2mVersion::V1_1),
+            "1.2" => return Some(Lwm2mVersion::V1_2),
+            _ => {}
+        }
         let mut parts = text.split('.');
         let (major, minor) = (parts.next()?, parts.next()?);
         if parts.next().is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit())) || major != "1" {

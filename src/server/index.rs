@@ -72,25 +72,25 @@ impl SipHasher13 {
 impl Hasher for SipHasher13 {
     fn write(&mut self, mut bytes: &[u8]) {
         self.length = self.length.wrapping_add(bytes.len() as u64);
-        while self.tail_len != 0 && !bytes.is_empty() {
-            self.tail |= u64::from(bytes[0]) << (8 * self.tail_len);
-            self.tail_len = (self.tail_len + 1) % 8;
-            bytes = &bytes[1..];
-            if self.tail_len == 0 {
-                let word = core::mem::take(&mut self.tail);
-                self.compress(word);
+        if self.tail_len != 0 {
+            let take = bytes.len().min(8 - self.tail_len as usize);
+            self.tail |= load_le(&bytes[..take]) << (8 * self.tail_len);
+            self.tail_len += take as u32;
+            bytes = &bytes[take..];
+            if self.tail_len < 8 {
+                return;
             }
+            let word = core::mem::take(&mut self.tail);
+            self.tail_len = 0;
+            self.compress(word);
         }
         let mut words = bytes.chunks_exact(8);
         for chunk in &mut words {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.compress(u64::from_le_bytes(word));
+            self.compress(load_le(chunk));
         }
-        for &byte in words.remainder() {
-            self.tail |= u64::from(byte) << (8 * self.tail_len);
-            self.tail_len += 1;
-        }
+        let rest = words.remainder();
+        self.tail = load_le(rest);
+        self.tail_len = rest.len() as u32;
     }
 
     fn finish(&self) -> u64 {
@@ -105,6 +105,14 @@ impl Hasher for SipHasher13 {
         }
         v[0] ^ v[1] ^ v[2] ^ v[3]
     }
+}
+
+/// Up to eight bytes as a little-endian word.
+fn load_le(bytes: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    let n = bytes.len().min(8);
+    word[..n].copy_from_slice(&bytes[..n]);
+    u64::from_le_bytes(word)
 }
 
 /// The 32-bit hash an index files `value` under.

@@ -348,10 +348,15 @@ impl Registrations {
 
     /// The slot of `endpoint`'s registration.
     fn slot_of(&self, endpoint: &str) -> Option<u32> {
+        self.slot_hashed(endpoint, hash_of(self.key, endpoint))
+    }
+
+    /// The slot of `endpoint`'s registration, the name's hash being `hash`.
+    fn slot_hashed(&self, endpoint: &str, hash: u32) -> Option<u32> {
         let slots = &self.slots;
         let is_key =
             |slot: u32| slots[slot as usize].entry.as_ref().is_some_and(|e| &*e.registration.endpoint == endpoint);
-        self.names.find(hash_of(self.key, endpoint), is_key)
+        self.names.find(hash, is_key)
     }
 
     fn location(&self, slot: u32) -> Location {
@@ -414,7 +419,7 @@ impl Registrations {
         let endpoint = endpoint.ok_or(RegistrationError::InvalidEndpoint)?;
         let objects = links(payload)?;
         let hash = hash_of(self.key, endpoint);
-        let known = self.slot_of(endpoint);
+        let known = self.slot_hashed(endpoint, hash);
         if known.is_none() && self.len >= self.limits.max_registrations {
             return Err(RegistrationError::Full);
         }

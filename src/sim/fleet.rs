@@ -23,7 +23,7 @@
 //! an ACK it no longer waits for.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -369,8 +369,8 @@ pub struct Fleet {
     /// The running upgrades, stored densely (at most the concurrency limit).
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
-    /// The slot of each member, by its handle in the endpoint.
-    by_device: HashMap<DeviceId, u32>,
+    /// The slot of each member, by its handle's index in the endpoint.
+    by_device: Vec<Option<(DeviceId, u32)>>,
     images: ImageStore,
     queue: EventQueue,
     uplinks: UplinkStore,
@@ -428,7 +428,7 @@ impl Fleet {
             endpoint_timer: None,
             slots: Vec::new(),
             free_slots: Vec::new(),
-            by_device: HashMap::new(),
+            by_device: Vec::new(),
             images,
             queue: EventQueue::new(),
             uplinks: UplinkStore::default(),
@@ -486,7 +486,10 @@ impl Fleet {
                     MemberRef { slot: (self.slots.len() - 1) as u32, generation: 0 }
                 }
             };
-            self.by_device.insert(id, at.slot);
+            if self.by_device.len() <= id.index() {
+                self.by_device.resize(id.index() + 1, None);
+            }
+            self.by_device[id.index()] = Some((id, at.slot));
             self.after_device(at);
         }
         started
@@ -794,6 +797,14 @@ impl Fleet {
         }
     }
 
+    /// The fleet slot of the member the endpoint knows as `device`.
+    fn member_slot(&self, device: DeviceId) -> Option<u32> {
+        match self.by_device.get(device.index()) {
+            Some(Some((id, slot))) if *id == device => Some(*slot),
+            _ => None,
+        }
+    }
+
     fn on_output(&mut self, output: EndpointOutput<u32>) {
         match output {
             EndpointOutput::Transmit(transmit) => {
@@ -823,7 +834,7 @@ impl Fleet {
                 self.send_downlink(at, message, 0);
             }
             EndpointOutput::Abandon { device, token } => {
-                let Some(&slot) = self.by_device.get(&device) else { return };
+                let Some(slot) = self.member_slot(device) else { return };
                 let Some(member) = self.slots[slot as usize].member.as_mut() else { return };
                 let queue = &mut self.queue;
                 member.outstanding.retain(|o| {
@@ -838,7 +849,8 @@ impl Fleet {
                 member.observations.retain(|(_, t)| *t != token);
             }
             EndpointOutput::Event(device, EndpointEvent::Finished(outcome)) => {
-                if let Some(slot) = self.by_device.remove(&device) {
+                if let Some(slot) = self.member_slot(device) {
+                    self.by_device[device.index()] = None;
                     self.finish(slot, &outcome);
                 }
             }

@@ -42,6 +42,16 @@ pub struct DeviceId {
     pub(super) generation: u32,
 }
 
+impl DeviceId {
+    /// The device's slot in the endpoint: below the number of devices the
+    /// endpoint has held at once, and not shared by two devices it holds
+    /// now (a caller's table of its devices can be a vector indexed by it;
+    /// a slot is reused once its device is gone, under a new [`DeviceId`]).
+    pub fn index(&self) -> usize {
+        self.slot as usize
+    }
+}
+
 /// A CoAP request method (RFC 7252 §12.1.1, RFC 8132).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -293,9 +293,14 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
 
     /// The slot of device `name`.
     fn slot_named(&self, name: &str) -> Option<u32> {
+        self.slot_hashed(name, hash_of(self.index_key, name))
+    }
+
+    /// The slot of device `name`, whose hash is `hash`.
+    fn slot_hashed(&self, name: &str, hash: u32) -> Option<u32> {
         let slots = &self.slots;
         let is_key = |slot: u32| slots[slot as usize].device.as_ref().is_some_and(|d| &*d.name == name);
-        self.by_name.find(hash_of(self.index_key, name), is_key)
+        self.by_name.find(hash, is_key)
     }
 
     /// The slot of the device registered from `peer`.
@@ -368,9 +373,15 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
 
     /// The slot of device `name`, made if it is new.
     fn slot_for(&mut self, name: &str) -> Result<u32, EndpointError> {
-        if let Some(slot) = self.slot_named(name) {
-            return Ok(slot);
+        let hash = hash_of(self.index_key, name);
+        match self.slot_hashed(name, hash) {
+            Some(slot) => Ok(slot),
+            None => self.new_slot(name, hash),
         }
+    }
+
+    /// A slot for new device `name`, whose hash is `hash`.
+    fn new_slot(&mut self, name: &str, hash: u32) -> Result<u32, EndpointError> {
         if self.by_name.len() >= self.config.registrations.max_registrations {
             return Err(EndpointError::Full);
         }
@@ -397,7 +408,7 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.by_name.insert(hash_of(self.index_key, name), slot);
+        self.by_name.insert(hash, slot);
         Ok(slot)
     }
 
@@ -577,12 +588,12 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
         let Some(registration) = self.registrations.at(location) else {
             return Reply::code(ResponseCode::INTERNAL_SERVER_ERROR);
         };
-        let known = self.slot_named(&registration.endpoint);
-        let slot = match known {
+        let hash = hash_of(self.index_key, &*registration.endpoint);
+        let slot = match self.slot_hashed(&registration.endpoint, hash) {
             Some(slot) => Ok(slot),
             None => {
                 let name = registration.endpoint.clone();
-                self.slot_for(&name)
+                self.new_slot(&name, hash)
             }
         };
         let slot = match slot {
