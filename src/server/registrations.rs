@@ -95,6 +95,14 @@ impl Location {
         self.0
     }
 
+    /// The registration's slot in its table: below the number of
+    /// registrations the table has held at once (an index for a vector of
+    /// what goes with each registration; a slot is reused, under a new
+    /// location, once its registration is gone).
+    pub fn slot(&self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+
     /// The location a request to `/rd/<segment>` names, if it is one.
     pub fn parse(segment: &str) -> Option<Location> {
         if segment.is_empty() || segment.len() > 16 || !segment.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -215,6 +215,11 @@ pub struct Endpoint<P> {
     by_peer: HashIndex,
     /// The key the two indexes hash under (from the token key).
     index_key: [u64; 2],
+    /// Device slots by their registration's slot in the registration table
+    /// ([`Location::slot`]; an entry is the device's while its location is
+    /// that location). Locations are the server's own numbers, so a vector
+    /// serves, without a hash.
+    by_location: Vec<u32>,
     images: BTreeMap<String, Arc<dyn ImageSource + Send + Sync>>,
     /// Task deadlines: (when, slot, generation). A device's live entry is
     /// the one at its [`Upgrade::queued`]; others are stale and skipped. A
@@ -253,6 +258,7 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
             by_name: HashIndex::default(),
             by_peer: HashIndex::default(),
             index_key,
+            by_location: Vec::new(),
             images: BTreeMap::new(),
             timers: BinaryHeap::new(),
             outputs: VecDeque::new(),
@@ -355,12 +361,10 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
         self.slots[slot as usize].device.as_mut().expect("slot of a known device")
     }
 
-    /// The slot of device `name`, if its registration is at `location` (a
-    /// device is found by name, then checked: the registration table knows
-    /// the location's endpoint).
-    fn registered_at(&self, name: &str, location: Location) -> Option<u32> {
-        let slot = self.slot_named(name)?;
-        (self.slots[slot as usize].device.as_ref()?.location == Some(location)).then_some(slot)
+    /// The slot of the device registered at `location`.
+    fn registered_at(&self, location: Location) -> Option<u32> {
+        let slot = *self.by_location.get(location.slot())?;
+        (self.slots.get(slot as usize)?.device.as_ref()?.location == Some(location)).then_some(slot)
     }
 
     fn tick(&mut self, now: Instant) -> Result<(), EndpointError> {
@@ -632,6 +636,7 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
         let device = self.device_at(slot);
         let old_peer = device.peer.replace(peer);
         device.location = Some(location);
+        index_location(&mut self.by_location, location, slot);
         if old_peer == Some(peer) {
             // A device's peer always indexes it: nothing moves.
             return;
@@ -689,8 +694,7 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
         if let Err(error) = self.registrations.update(now, location, request.query.iter().copied(), links) {
             return Reply::code(error.code());
         }
-        let registration = self.registrations.at(location);
-        let Some(slot) = registration.and_then(|r| self.registered_at(&r.endpoint, location)) else {
+        let Some(slot) = self.registered_at(location) else {
             return Reply::code(ResponseCode::NOT_FOUND);
         };
         if self.device_at(slot).peer != Some(peer) {
@@ -706,11 +710,10 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
 
     fn deregister(&mut self, now: Instant, segment: &str) -> Reply {
         let Some(location) = Location::parse(segment) else { return Reply::code(ResponseCode::NOT_FOUND) };
-        let registration = match self.registrations.deregister(now, location) {
-            Ok(registration) => registration,
-            Err(error) => return Reply::code(error.code()),
-        };
-        if let Some(slot) = self.registered_at(&registration.endpoint, location) {
+        if let Err(error) = self.registrations.deregister(now, location) {
+            return Reply::code(error.code());
+        }
+        if let Some(slot) = self.registered_at(location) {
             self.device_at(slot).uplinks += 1;
             self.leave(now, slot, EndpointEvent::Deregistered);
         }
@@ -1018,7 +1021,7 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
         }
         if self.registrations.handle_timeout(now).is_ok() {
             while let Some(expired) = self.registrations.poll_expired() {
-                if let Some(slot) = self.registered_at(&expired.registration.endpoint, expired.location) {
+                if let Some(slot) = self.registered_at(expired.location) {
                     self.leave(now, slot, EndpointEvent::Expired);
                 }
             }
@@ -1105,6 +1108,15 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
         }
         output
     }
+}
+
+/// Files `slot` as the device registered at `location`.
+fn index_location(by_location: &mut Vec<u32>, location: Location, slot: u32) {
+    let at = location.slot();
+    if by_location.len() <= at {
+        by_location.resize(at + 1, u32::MAX);
+    }
+    by_location[at] = slot;
 }
 
 /// The key of the endpoint's indexes: the token key, changed so that the

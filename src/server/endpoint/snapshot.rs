@@ -10,7 +10,7 @@ use core::fmt::Debug;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{DeviceId, Endpoint, EndpointConfig, EndpointOutput, EndpointStats, Slot, index_key};
+use super::{DeviceId, Endpoint, EndpointConfig, EndpointOutput, EndpointStats, Slot, index_key, index_location};
 use crate::model::{Instant, RequestId};
 use crate::server::Registrations;
 use crate::server::index::{HashIndex, hash_of};
@@ -81,6 +81,7 @@ impl<'de, P: Deserialize<'de> + Copy + Ord + core::hash::Hash + Debug> Deseriali
             by_name: HashIndex::default(),
             by_peer: HashIndex::default(),
             index_key: key,
+            by_location: Vec::new(),
             images: BTreeMap::new(),
             timers: BinaryHeap::new(),
             outputs: state.outputs,
@@ -93,6 +94,9 @@ impl<'de, P: Deserialize<'de> + Copy + Ord + core::hash::Hash + Debug> Deseriali
             let Some(device) = entry.device.as_ref() else { continue };
             let slot = slot as u32;
             endpoint.by_name.insert(hash_of(endpoint.index_key, &*device.name), slot);
+            if let Some(location) = device.location {
+                index_location(&mut endpoint.by_location, location, slot);
+            }
             if let Some(peer) = device.peer {
                 endpoint.by_peer.insert(hash_of(endpoint.index_key, &peer), slot);
             }
