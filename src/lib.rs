@@ -8,6 +8,7 @@
 //! | [`codec`] | TLV, SenML-CBOR, SenML-JSON, LwM2M-CBOR, plain text, opaque and single-value CBOR | no (`alloc`) |
 //! | [`server`] | one device's upgrade task: five strategies, push and pull, timeouts, resume, retries, verification | no (`alloc`) |
 //! | `sim` (feature `sim`) | deterministic simulated devices and a lossy, delaying network | yes |
+//! | [`campaign`] | the firmware catalogue, settings and task templates (campaigns: under way) | no (`alloc`) |
 //! | [`model`] | paths, values, content formats, object and resource definitions (/1, /3, /5 built in) | no (`alloc`) |
 //!
 //! Nothing in the crate performs I/O, reads a clock or spawns a thread: callers feed
@@ -48,6 +49,7 @@ extern crate alloc;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+pub mod campaign;
 #[cfg(feature = "coap")]
 pub mod coap;
 pub mod codec;

@@ -1,0 +1,36 @@
+//! Campaigns over fleets, the operator's side (issue 12; under way): the
+//! firmware catalogue an upgrade's image is chosen from (features.md F1–F3),
+//! and the settings and task templates that choose each device's upgrade
+//! configuration (T1–T3, U9, M1, M2). Sans-I/O and `alloc` only, like the
+//! server layer it configures.
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use lwm2m_fota::campaign::{self, Catalogue, NewFile, SettingValue, SettingsTree, TaskTemplate, TemplateChoice};
+//! use lwm2m_fota::model::Instant;
+//! use lwm2m_fota::server::{Strategy, UpgradeConfig};
+//!
+//! let mut catalogue = Catalogue::default();
+//! catalogue.add(Instant::ZERO, NewFile::firmware("fw-2", "app-2.0.0.bin", 262_144)).unwrap();
+//! let file = catalogue.choose(Instant::ZERO, "fw-2").unwrap();
+//!
+//! let mut templates = BTreeMap::new();
+//! templates.insert("fast".to_string(), TaskTemplate { strategy: Some(Strategy::ObserveInstance), ..TaskTemplate::default() });
+//! let mut tree = SettingsTree::default();
+//! tree.default.insert(campaign::TEMPLATE_NAME.to_string(), SettingValue::Text("fast".into()));
+//!
+//! let base = UpgradeConfig::new("coap://fw.example.net/fw/", &file.name, file.size);
+//! let upgrade = campaign::configure(&base, &templates, &tree, &Default::default(), &[], file);
+//! assert_eq!(upgrade.template, TemplateChoice::Named("fast".into()));
+//! assert_eq!(upgrade.config.strategy, Strategy::ObserveInstance);
+//! ```
+
+mod catalogue;
+mod settings;
+
+pub use catalogue::{Catalogue, CatalogueError, CatalogueFile, Category, NewFile, Retention};
+pub use settings::{
+    DeviceUpgrade, MOBILE_FOTA, MOBILE_FOTA_ENABLED, MOBILE_FOTA_FIRMWARE_ID, MOBILE_FOTA_FIRMWARE_NAME, SettingSource,
+    SettingValue, Settings, SettingsTree, TEMPLATE_NAME, TaskTemplate, TemplateChoice, TemplateError, USE_OBSERVE,
+    configure, group_names, protocol_from_name, protocol_name,
+};
