@@ -1046,8 +1046,7 @@ impl Device {
             self.coap.handle_datagram(self.now(), Target::Server, &buf[..n]);
             self.process();
         }
-        loop {
-            let Some(Download::Coap(download)) = &self.download else { break };
+        while let Some(Download::Coap(download)) = &self.download {
             let Ok((n, from)) = download.socket.recv_from(buf) else { break };
             if from != download.addr {
                 continue;
