@@ -943,3 +943,16 @@ fn a_path_segment_of_65535_is_4_04() {
     let ok = server_request(MessageType::Confirmable, RequestType::Get, 2, &["5", "65534"]);
     assert!(matches!(operation_of(&ok), Ok(Operation::Read { .. })));
 }
+
+#[test]
+fn an_unmatched_confirmable_response_is_acknowledged_where_it_came_from() {
+    let mut c = client();
+    let stray = packet(MessageType::Confirmable, MessageClass::from(ResponseCode::CONTENT.0), 0x7100, &[9; 8]);
+    c.handle_datagram(ms(0), Target::Download, &bytes(&stray));
+    let (target, ack) = only(&mut c);
+    assert_eq!(target, Target::Download);
+    assert_eq!((ack.header.get_type(), ack.header.message_id), (MessageType::Acknowledgement, 0x7100));
+    c.handle_datagram(ms(1), Target::Server, &bytes(&stray));
+    assert_eq!(only(&mut c).0, Target::Server);
+    assert!(events(&mut c).is_empty());
+}
