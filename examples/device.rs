@@ -1,4 +1,5 @@
-//! A real LwM2M device over CoAP/UDP, built on the crate's /5 object.
+//! A real LwM2M device over CoAP/UDP, built on the crate's /5 object and its
+//! CoAP client binding.
 //!
 //! ```text
 //! cargo run --example device -- --server coap://127.0.0.1:5683 --endpoint NAME \
@@ -18,39 +19,40 @@
 //! stopped). With `--queue` it registers in queue mode and ignores requests
 //! outside the 93 s (MAX_TRANSMIT_WAIT) after each of its uplinks.
 //!
-//! A confirmable request seen again (a retransmission, or a duplicate made by
-//! the network) is answered from a cache of recent responses, as RFC 7252
-//! §4.5 asks; with `--no-dedup` there is no such cache and the request is
-//! executed again, as by a client built without one (Anjay's default build).
-//! It accepts datagrams only from the server's address; responses match its
-//! requests by message id and token (RFC 7252 §5.3.2), and its tokens and
-//! message ids are random (64-bit tokens, a random first message id), in its
-//! Block2 downloads too.
+//! Every CoAP rule is the library's [`ClientBinding`]: message ids and tokens
+//! (64-bit tokens, a random first message id, seeded here from the operating
+//! system's randomness), RFC 7252 retransmission, the Block2 requests of a
+//! CoAP download, and the answers to confirmable requests seen again (a
+//! retransmission, or a duplicate made by the network), sent again from memory
+//! as RFC 7252 §4.5 asks; with `--no-dedup` there is no such memory and the
+//! request is executed again, as by a client built without one (Anjay's
+//! default build). This file is the socket loop around it: one socket for the
+//! server, which takes datagrams only from the server's address, and one per
+//! CoAP download, which takes them only from the image's host.
 
-use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
+use std::hash::{BuildHasher, RandomState};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
 
-use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
+use lwm2m_fota::coap::{ClientBinding, ClientConfig, ClientEvent, CoapConfig, RequestHandle, Target, Uplink};
 use lwm2m_fota::codec::{self, DecodeOptions};
 use lwm2m_fota::device::{
     FirmwareInput, FirmwareOutput, FirmwareUpdate, FirmwareUpdateConfig, Observations, PackageBlock, PackageError,
     PackageSink,
 };
 use lwm2m_fota::model::{
-    Block, ContentFormat, DeliveryMethod, Instant, Lwm2mVersion, ObjectLinks, ObjectVersion, Path, Protocol, Record,
-    Registry, ResponseCode, UpdateResult, Value, format_object_links,
+    Block, ContentFormat, DeliveryMethod, Instant, Lwm2mVersion, ObjectLinks, ObjectVersion, Operation, Path, Protocol,
+    Record, Registry, ResponseCode, UpdateResult, Value, format_object_links,
 };
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
 use sha2::{Digest, Sha256};
-
-#[path = "support/coap.rs"]
-mod coap;
 
 const USAGE: &str = "usage: device --server coap://HOST:PORT --endpoint NAME [--lifetime S] [--lwm2m 1.0|1.1|1.2] [--queue] [--send] [--state-file PATH] [--no-dedup] [--download-pace MS]";
 const IMAGE_HEADER: &str = "lwm2m-fota-image version=";
@@ -58,7 +60,13 @@ const INITIAL_VERSION: &str = "1.0.0";
 const SOFTWARE_VERSION: &str = "lwm2m-fota-device";
 /// RFC 7252 MAX_TRANSMIT_WAIT: how long a queue-mode device listens after an uplink.
 const AWAKE_WINDOW: Duration = Duration::from_secs(93);
-
+/// The longest the loop sleeps: the /5 object's timers, due notifications
+/// and an HTTP download's progress are looked at this often.
+const TICK: Duration = Duration::from_millis(20);
+/// The first Block2 size asked for (the server may answer with a smaller one).
+const BLOCK_SIZE: u32 = 1024;
+const SERVER: Token = Token(0);
+const DOWNLOAD: Token = Token(1);
 #[derive(Debug, Clone)]
 struct Args {
     server: SocketAddr,
@@ -85,8 +93,7 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--server" => {
                 let uri = value()?;
-                let (host_port, _) =
-                    coap::split_uri(&uri, 5683).ok_or(format!("--server {uri:?}: not coap://HOST:PORT"))?;
+                let (host_port, _) = split_uri(&uri, 5683).ok_or(format!("--server {uri:?}: not coap://HOST:PORT"))?;
                 if !uri.starts_with("coap://") {
                     return Err(format!("--server {uri:?}: only coap:// is supported"));
                 }
@@ -125,6 +132,35 @@ fn parse_args() -> Result<Args, String> {
         download_pace,
         no_dedup,
     })
+}
+
+/// Splits `coap://host:port/a/b` into ("host:port", ["a", "b"]); `default_port`
+/// when none is given.
+fn split_uri(uri: &str, default_port: u16) -> Option<(String, Vec<String>)> {
+    let rest = uri.split_once("://")?.1;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, ""),
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let has_port = match authority.strip_prefix('[') {
+        Some(v6) => v6.contains("]:"),
+        None => authority.contains(':'),
+    };
+    let host_port = if has_port { authority.to_string() } else { format!("{authority}:{default_port}") };
+    Some((host_port, path.split('/').filter(|s| !s.is_empty()).map(str::to_string).collect()))
+}
+
+/// An unbound UDP socket of the address's family.
+fn bind_for(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    UdpSocket::bind(if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("an address"))
+}
+
+/// Is this datagram a request or a ping (CON or NON, code class 0)? A
+/// queue-mode device with its radio off never hears one; responses to its
+/// own uplinks still come while it listens for them.
+fn is_request(datagram: &[u8]) -> bool {
+    datagram.len() >= 4 && (datagram[0] >> 4) & 3 < 2 && datagram[1] >> 5 == 0
 }
 
 /// What survives a restart.
@@ -188,30 +224,48 @@ enum DownloadMessage {
     Failed(UpdateResult),
 }
 
-/// A pull download on its own thread, reporting over a channel.
-struct Download {
+/// A plain HTTP download on its own thread, reporting over a channel.
+struct HttpDownload {
     messages: Receiver<DownloadMessage>,
     cancel: Arc<AtomicBool>,
 }
 
-fn start_download(uri: String, offset: u64, image: PathBuf, pace: Duration) -> Download {
+/// A CoAP Block2 download, one block after another through the binding
+/// (RFC 7959 §2.4), restarting from 0 if the ETag changes.
+struct CoapDownload {
+    /// The image's host, and the socket that talks to it.
+    addr: SocketAddr,
+    socket: UdpSocket,
+    path: Vec<String>,
+    file: File,
+    /// Bytes in the file so far.
+    written: u64,
+    /// The block asked for.
+    number: u32,
+    size: u32,
+    etag: Option<Vec<u8>>,
+    /// When to ask for the next block (`--download-pace` after the last one).
+    next_fetch: Option<Instant>,
+}
+
+enum Download {
+    Http(HttpDownload),
+    Coap(CoapDownload),
+    /// It could not start; the /5 object hears it on the next tick.
+    Failed(UpdateResult),
+}
+
+fn start_http(uri: String, offset: u64, image: PathBuf, pace: Duration) -> HttpDownload {
     let (tx, rx) = mpsc::channel();
     let cancel = Arc::new(AtomicBool::new(false));
     let stop = cancel.clone();
     std::thread::spawn(move || {
-        let result = if uri.to_ascii_lowercase().starts_with("coap://") {
-            download_coap(&uri, offset, &image, &tx, &stop, pace)
-        } else if uri.to_ascii_lowercase().starts_with("http://") {
-            download_http(&uri, offset, &image, &tx, &stop, pace)
-        } else {
-            Err(UpdateResult::UnsupportedProtocol)
-        };
-        let _ = tx.send(match result {
+        let _ = tx.send(match download_http(&uri, offset, &image, &tx, &stop, pace) {
             Ok(()) => DownloadMessage::Done,
             Err(r) => DownloadMessage::Failed(r),
         });
     });
-    Download { messages: rx, cancel }
+    HttpDownload { messages: rx, cancel }
 }
 
 fn open_image(image: &PathBuf, offset: u64) -> Result<File, UpdateResult> {
@@ -224,126 +278,6 @@ fn open_image(image: &PathBuf, offset: u64) -> Result<File, UpdateResult> {
     file.set_len(offset).map_err(|_| UpdateResult::NotEnoughFlash)?;
     file.seek(SeekFrom::Start(offset)).map_err(|_| UpdateResult::NotEnoughFlash)?;
     Ok(file)
-}
-
-/// CoAP GET with Block2 (RFC 7959 §2.4), CON with RFC 7252 retransmission;
-/// restarts from 0 if the ETag changes.
-fn download_coap(
-    uri: &str,
-    offset: u64,
-    image: &PathBuf,
-    tx: &Sender<DownloadMessage>,
-    stop: &AtomicBool,
-    pace: Duration,
-) -> Result<(), UpdateResult> {
-    let (host_port, path) = coap::split_uri(uri, 5683).ok_or(UpdateResult::InvalidUri)?;
-    let addr = host_port.to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or(UpdateResult::InvalidUri)?;
-    let socket = UdpSocket::bind(if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })
-        .map_err(|_| UpdateResult::ConnectionLost)?;
-    let mut size: u32 = 1024;
-    let mut number = (offset / u64::from(size)) as u32;
-    let mut written = u64::from(number) * u64::from(size);
-    let mut file = open_image(image, written)?;
-    let mut etag: Option<Vec<u8>> = None;
-    let mut ids = coap::Ids::new();
-    let path_refs: Vec<&str> = path.iter().map(String::as_str).collect();
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            return Err(UpdateResult::ConnectionLost);
-        }
-        let (message_id, token) = (ids.message_id(), ids.token());
-        let mut request = coap::request(MessageType::Confirmable, RequestType::Get, message_id, &token);
-        coap::set_uri_path(&mut request, &path_refs);
-        coap::set_block(&mut request, CoapOption::Block2, Block { number, more: false, size });
-        let datagram = coap::bytes(&request);
-        let response = exchange(&socket, addr, &datagram, message_id, &token, ids.first_timeout(), stop)?;
-        match coap::code_of(&response) {
-            ResponseCode::CONTENT => {}
-            ResponseCode::NOT_FOUND => return Err(UpdateResult::InvalidUri),
-            _ => return Err(UpdateResult::ConnectionLost),
-        }
-        let tag = response.get_first_option(CoapOption::ETag).cloned();
-        if etag.is_some() && tag != etag {
-            // The image changed under us: start again.
-            etag = None;
-            number = 0;
-            written = 0;
-            file = open_image(image, 0)?;
-            continue;
-        }
-        etag = tag;
-        let block = coap::block(&response, CoapOption::Block2).unwrap_or(Block { number, more: false, size });
-        if block.offset() != written {
-            // The server answered with another size: continue at our byte offset.
-            size = block.size.min(size);
-            number = (written / u64::from(size)) as u32;
-            if block.offset() != written {
-                continue;
-            }
-        }
-        file.write_all(&response.payload).map_err(|_| UpdateResult::NotEnoughFlash)?;
-        written += response.payload.len() as u64;
-        let _ = tx.send(DownloadMessage::Progress(written));
-        std::thread::sleep(pace);
-        if !block.more {
-            file.sync_all().map_err(|_| UpdateResult::NotEnoughFlash)?;
-            return Ok(());
-        }
-        size = block.size;
-        number = (written / u64::from(size)) as u32;
-    }
-}
-
-/// One confirmable request and its response, retransmitted with RFC 7252
-/// back-off (MAX_RETRANSMIT resends) until an answer from `addr` matches its
-/// message id and token. An empty ACK stops the resends; the separate response
-/// is then awaited for as long as the resends would have taken, and
-/// acknowledged if confirmable.
-fn exchange(
-    socket: &UdpSocket,
-    addr: SocketAddr,
-    datagram: &[u8],
-    message_id: u16,
-    token: &[u8],
-    first_timeout: Duration,
-    stop: &AtomicBool,
-) -> Result<Packet, UpdateResult> {
-    let start = std::time::Instant::now();
-    let mut retransmission = coap::Retransmission::new(Instant::ZERO, first_timeout);
-    let now = || Instant::from_millis(start.elapsed().as_millis() as u64);
-    // MAX_TRANSMIT_WAIT-like bound on the whole exchange.
-    let give_up = first_timeout * ((1 << (coap::MAX_RETRANSMIT + 1)) - 1);
-    socket.send_to(datagram, addr).map_err(|_| UpdateResult::ConnectionLost)?;
-    let mut buf = [0u8; 2048];
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            return Err(UpdateResult::ConnectionLost);
-        }
-        match retransmission.poll(now()) {
-            coap::RetransmitAction::Resend => {
-                socket.send_to(datagram, addr).map_err(|_| UpdateResult::ConnectionLost)?;
-            }
-            coap::RetransmitAction::GiveUp => return Err(UpdateResult::ConnectionLost),
-            coap::RetransmitAction::Wait if start.elapsed() > give_up => return Err(UpdateResult::ConnectionLost),
-            coap::RetransmitAction::Wait => {}
-        }
-        // Short reads, so resends are on time and a cancel is seen.
-        socket.set_read_timeout(Some(Duration::from_millis(50))).ok();
-        let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
-        let Some(packet) = coap::parse(&buf[..n]) else { continue };
-        if !coap::answers(&packet, from, addr, message_id, token) {
-            continue;
-        }
-        if packet.header.code == MessageClass::Empty {
-            retransmission.acknowledge();
-            continue;
-        }
-        if packet.header.get_type() == MessageType::Confirmable {
-            let _ = socket
-                .send_to(&coap::bytes(&coap::empty(MessageType::Acknowledgement, packet.header.message_id)), from);
-        }
-        return Ok(packet);
-    }
 }
 
 /// Plain HTTP/1.1 GET with ureq, resuming with a Range header.
@@ -391,45 +325,28 @@ fn download_http(
     }
 }
 
-/// A confirmable uplink awaiting its ACK.
-struct Pending {
-    message_id: u16,
-    token: Vec<u8>,
-    datagram: Vec<u8>,
-    retransmission: coap::Retransmission,
-    kind: Uplink,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Uplink {
-    Register,
-    Update,
-    Send,
-}
-
 struct Device {
     args: Args,
     lwm2m: Lwm2mVersion,
+    poll: Poll,
     socket: UdpSocket,
+    coap: ClientBinding,
     clock: std::time::Instant,
     /// Where this run's clock starts: the restored object's last input, so that
     /// time never goes backwards across a restart.
     clock_origin: Instant,
     firmware: FirmwareUpdate,
-    /// What the /5 object asked for while a request was being answered, acted
-    /// on once the answer is out.
     firmware_version: String,
     sink: FileSink,
     image: PathBuf,
-    location: Option<Vec<String>>,
+    /// Registered (the binding holds where); false again when an Update or
+    /// Register goes unanswered.
+    registered: bool,
     lifetime: u32,
     next_update: Instant,
     awake_until: Instant,
     /// Observations by CoAP token.
     observations: Observations<Vec<u8>>,
-    pending: Vec<Pending>,
-    recent: VecDeque<(u16, Vec<u8>)>,
-    ids: coap::Ids,
     download: Option<Download>,
     reboot_at: Option<Instant>,
     send_after_register: bool,
@@ -437,9 +354,9 @@ struct Device {
 
 impl Device {
     fn new(args: Args) -> Result<Device, String> {
-        let socket = UdpSocket::bind(if args.server.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })
-            .map_err(|e| format!("binding a UDP socket: {e}"))?;
-        socket.set_read_timeout(Some(Duration::from_millis(20))).ok();
+        let poll = Poll::new().map_err(|e| format!("creating a poll: {e}"))?;
+        let mut socket = bind_for(args.server).map_err(|e| format!("binding a UDP socket: {e}"))?;
+        poll.registry().register(&mut socket, SERVER, Interest::READABLE).map_err(|e| e.to_string())?;
         let image = match &args.state_file {
             Some(state) => PathBuf::from(format!("{}.image", state.display())),
             None => std::env::temp_dir().join(format!("lwm2m-fota-device-{}.image", args.endpoint)),
@@ -470,25 +387,31 @@ impl Device {
             Some(p) => (p.firmware, p.firmware_version),
             None => (FirmwareUpdate::new(config), INITIAL_VERSION.to_string()),
         };
+        // Unpredictable message ids and tokens (RFC 7252 §5.3.1, §5.4.2): std's
+        // RandomState is keyed from the operating system's randomness.
+        let seed = RandomState::new().hash_one(std::process::id());
+        let coap = ClientBinding::with_config(ClientConfig {
+            coap: CoapConfig { seed, ..CoapConfig::default() },
+            deduplicate: !args.no_dedup,
+        });
         let lifetime = args.lifetime;
         Ok(Device {
             lwm2m: args.lwm2m,
             args,
+            poll,
             socket,
+            coap,
             clock: std::time::Instant::now(),
             clock_origin: firmware.last_input_time(),
             firmware,
             firmware_version,
             sink: FileSink { path: image.clone(), file: None },
             image,
-            location: None,
+            registered: false,
             lifetime,
             next_update: Instant::ZERO,
             awake_until: Instant::ZERO,
             observations: Observations::new(),
-            pending: Vec::new(),
-            recent: VecDeque::new(),
-            ids: coap::Ids::new(),
             download: None,
             reboot_at: None,
             send_after_register: false,
@@ -510,35 +433,45 @@ impl Device {
         }
     }
 
-    fn message_id(&mut self) -> u16 {
-        self.ids.message_id()
+    /// Sends what the binding has for the server and the download host.
+    fn flush(&mut self) {
+        while let Some((target, datagram)) = self.coap.poll_transmit() {
+            match (target, &self.download) {
+                (Target::Server, _) => {
+                    let _ = self.socket.send_to(&datagram, self.args.server);
+                    self.awake_until = self.now() + AWAKE_WINDOW;
+                }
+                (Target::Download, Some(Download::Coap(download))) => {
+                    let _ = download.socket.send_to(&datagram, download.addr);
+                }
+                // For a download that has ended.
+                (Target::Download, _) => {}
+            }
+        }
     }
 
-    fn token(&mut self) -> Vec<u8> {
-        self.ids.token()
-    }
-
-    fn transmit(&mut self, datagram: &[u8]) {
-        let _ = self.socket.send_to(datagram, self.args.server);
-        self.awake_until = self.now() + AWAKE_WINDOW;
-    }
-
-    fn send_confirmable(&mut self, mut packet: Packet, kind: Uplink) {
-        let message_id = self.message_id();
-        let token = self.token();
-        packet.header.message_id = message_id;
-        packet.set_token(token.clone());
-        let datagram = coap::bytes(&packet);
-        self.transmit(&datagram);
-        let now = self.now();
-        self.pending.retain(|p| p.kind != kind || kind == Uplink::Send);
-        self.pending.push(Pending {
-            message_id,
-            token,
-            datagram,
-            retransmission: coap::Retransmission::new(now, self.ids.first_timeout()),
-            kind,
-        });
+    /// Acts on what the binding made of the datagrams and timeouts so far.
+    fn process(&mut self) {
+        while let Some(event) = self.coap.poll_event() {
+            match event {
+                ClientEvent::Request(handle, operation) => self.serve(&handle, operation),
+                ClientEvent::Answered(what, code) => self.answered(what, code),
+                ClientEvent::Block { code, block, etag, payload, .. } => self.block(code, block, etag, &payload),
+                ClientEvent::Failed(Uplink::Fetch) => {
+                    if matches!(self.download, Some(Download::Coap(_))) {
+                        self.download_finished(Err(UpdateResult::ConnectionLost));
+                    }
+                }
+                ClientEvent::Failed(Uplink::Register | Uplink::Update) => {
+                    // No answer from the server: try registering again later.
+                    self.registered = false;
+                    self.next_update = self.now() + Duration::from_secs(5);
+                }
+                ClientEvent::Failed(Uplink::Send | Uplink::Notification | Uplink::Deregister) => {}
+                ClientEvent::ObservationReset(token) => self.observations.cancel_key(&token),
+            }
+        }
+        self.flush();
     }
 
     fn object_links(&self) -> String {
@@ -552,119 +485,53 @@ impl Device {
     }
 
     fn register(&mut self) {
-        self.location = None;
+        self.registered = false;
         self.observations.clear();
-        let mut packet = coap::request(MessageType::Confirmable, RequestType::Post, 0, &[]);
-        coap::set_uri_path(&mut packet, &["rd"]);
-        coap::add_query(&mut packet, &format!("ep={}", self.args.endpoint));
-        coap::add_query(&mut packet, &format!("lt={}", self.lifetime));
-        coap::add_query(&mut packet, &format!("lwm2m={}", self.lwm2m));
-        let binding = if self.args.queue && self.lwm2m == Lwm2mVersion::V1_0 { "UQ" } else { "U" };
-        coap::add_query(&mut packet, &format!("b={binding}"));
+        let mut query = vec![
+            format!("ep={}", self.args.endpoint),
+            format!("lt={}", self.lifetime),
+            format!("lwm2m={}", self.lwm2m),
+            format!("b={}", if self.args.queue && self.lwm2m == Lwm2mVersion::V1_0 { "UQ" } else { "U" }),
+        ];
         if self.args.queue && self.lwm2m >= Lwm2mVersion::V1_1 {
-            coap::add_query(&mut packet, "Q");
+            query.push("Q".into());
         }
-        coap::set_uint(&mut packet, CoapOption::ContentFormat, 40);
-        packet.payload = self.object_links().into_bytes();
+        let query: Vec<&str> = query.iter().map(String::as_str).collect();
         eprintln!("device {}: register (LwM2M {})", self.args.endpoint, self.lwm2m);
-        self.send_confirmable(packet, Uplink::Register);
+        // A new Register replaces one still unanswered.
+        self.coap.abandon(Uplink::Register);
+        let links = self.object_links();
+        self.coap.register(self.now(), &query, &links);
     }
 
     fn update_registration(&mut self, with_lifetime: bool) {
-        let Some(location) = self.location.clone() else { return };
-        let mut packet = coap::request(MessageType::Confirmable, RequestType::Post, 0, &[]);
-        let refs: Vec<&str> = location.iter().map(String::as_str).collect();
-        coap::set_uri_path(&mut packet, &refs);
-        if with_lifetime {
-            coap::add_query(&mut packet, &format!("lt={}", self.lifetime));
+        if !self.registered {
+            return;
         }
-        self.send_confirmable(packet, Uplink::Update);
+        let lifetime = format!("lt={}", self.lifetime);
+        let query: &[&str] = if with_lifetime { &[&lifetime] } else { &[] };
+        self.coap.abandon(Uplink::Update);
+        self.coap.update(self.now(), query);
         self.next_update = self.now() + Duration::from_secs(u64::from(self.lifetime) / 2);
     }
 
     fn send_state(&mut self) {
-        if self.lwm2m < Lwm2mVersion::V1_1 || self.location.is_none() {
+        if self.lwm2m < Lwm2mVersion::V1_1 || !self.registered {
             return;
         }
         let mut payload = Vec::new();
         if self.firmware.encode_send(&self.firmware_version, SOFTWARE_VERSION, &mut payload).is_err() {
             return;
         }
-        let mut packet = coap::request(MessageType::Confirmable, RequestType::Post, 0, &[]);
-        coap::set_uri_path(&mut packet, &["dp"]);
-        coap::set_content_format(&mut packet, ContentFormat::SenmlCbor);
-        packet.payload = payload;
-        self.send_confirmable(packet, Uplink::Send);
+        self.coap.send(self.now(), ContentFormat::SenmlCbor, &payload);
     }
 
-    fn handle_datagram(&mut self, datagram: &[u8]) {
-        let Some(packet) = coap::parse(datagram) else { return };
-        match packet.header.code {
-            MessageClass::Request(method) => {
-                if self.args.queue && self.now() > self.awake_until {
-                    return; // asleep: the radio is off
-                }
-                if packet.header.get_type() == MessageType::Confirmable && !self.args.no_dedup {
-                    if let Some((_, response)) = self.recent.iter().find(|(id, _)| *id == packet.header.message_id) {
-                        let response = response.clone();
-                        self.transmit(&response);
-                        return;
-                    }
-                }
-                let response = self.handle_request(method, &packet);
-                let code = coap::code_of(&response);
-                if !code.is_success() {
-                    let path = coap::uri_path(&packet).join("/");
-                    let block = coap::block(&packet, CoapOption::Block1).map(|b| format!(" (block {})", b.number));
-                    eprintln!(
-                        "device {}: answered {code} to {method:?} /{path}{}",
-                        self.args.endpoint,
-                        block.unwrap_or_default()
-                    );
-                }
-                let bytes = coap::bytes(&response);
-                self.transmit(&bytes);
-                if packet.header.get_type() == MessageType::Confirmable && !self.args.no_dedup {
-                    self.recent.push_back((packet.header.message_id, bytes));
-                    if self.recent.len() > 64 {
-                        self.recent.pop_front();
-                    }
-                }
-                self.drain_events();
-            }
-            MessageClass::Response(_) | MessageClass::Empty => {
-                if packet.header.get_type() == MessageType::Reset {
-                    return;
-                }
-                let server = self.args.server;
-                let Some(index) =
-                    self.pending.iter().position(|p| coap::answers(&packet, server, server, p.message_id, &p.token))
-                else {
-                    return;
-                };
-                if packet.header.code == MessageClass::Empty {
-                    // Empty ACK of a separate response: stop retransmitting, keep waiting.
-                    self.pending[index].retransmission.acknowledge();
-                    return;
-                }
-                let pending = self.pending.remove(index);
-                self.handle_uplink_response(pending.kind, &packet);
-            }
-            MessageClass::Reserved(_) => {}
-        }
-    }
-
-    fn handle_uplink_response(&mut self, kind: Uplink, packet: &Packet) {
-        let code = coap::code_of(packet);
-        match kind {
+    fn answered(&mut self, what: Uplink, code: ResponseCode) {
+        match what {
             Uplink::Register if code == ResponseCode::CREATED => {
-                self.location = Some(coap::location_path(packet));
+                self.registered = true;
                 self.next_update = self.now() + Duration::from_secs(u64::from(self.lifetime) / 2);
-                eprintln!(
-                    "device {}: registered at /{}",
-                    self.args.endpoint,
-                    self.location.as_ref().map(|l| l.join("/")).unwrap_or_default()
-                );
+                eprintln!("device {}: registered at /{}", self.args.endpoint, self.coap.location().unwrap_or_default());
                 if self.send_after_register && self.args.send {
                     self.send_after_register = false;
                     self.send_state();
@@ -680,7 +547,176 @@ impl Device {
                 self.next_update = self.now() + Duration::from_secs(5);
             }
             Uplink::Update if code == ResponseCode::NOT_FOUND => self.register(),
-            Uplink::Update | Uplink::Send => {}
+            Uplink::Update | Uplink::Deregister | Uplink::Send | Uplink::Notification | Uplink::Fetch => {}
+        }
+    }
+
+    /// Answers one server request, then acts on what the /5 object asked for.
+    fn serve(&mut self, handle: &RequestHandle, operation: Result<Operation, ResponseCode>) {
+        let now = self.now();
+        let what = match &operation {
+            Ok(operation) => format!("{} {}", operation_name(operation), operation.path()),
+            Err(_) => "a request the binding could not read".to_string(),
+        };
+        let block = match &operation {
+            Ok(Operation::WriteBlock { block, .. }) => format!(" (block {})", block.number),
+            _ => String::new(),
+        };
+        let (code, format, payload, observe) = match operation {
+            Ok(operation) => self.operate(now, handle, operation),
+            Err(code) => (code, None, Vec::new(), None),
+        };
+        if !code.is_success() {
+            eprintln!("device {}: answered {code} to {what}{block}", self.args.endpoint);
+        }
+        self.coap.respond(now, handle, code, format, &payload, observe);
+        self.drain_events();
+    }
+
+    /// An operation's answer: code, format, payload, and the Observe option.
+    fn operate(
+        &mut self,
+        now: Instant,
+        handle: &RequestHandle,
+        operation: Operation,
+    ) -> (ResponseCode, Option<ContentFormat>, Vec<u8>, Option<u32>) {
+        let refused = |code| (code, None, Vec::new(), None);
+        match operation {
+            Operation::Read { path, accept: Some(ContentFormat::LinkFormat) } => match self.discover(&path) {
+                Ok(links) => (ResponseCode::CONTENT, Some(ContentFormat::LinkFormat), links.into_bytes(), None),
+                Err(code) => refused(code),
+            },
+            Operation::Read { path, accept } => match self.encode(&path, accept) {
+                Ok((format, payload)) => (ResponseCode::CONTENT, Some(format), payload, None),
+                Err(code) => refused(code),
+            },
+            Operation::Observe { path, accept } => match self.encode(&path, accept) {
+                Ok((format, payload)) => {
+                    self.observations.observe(handle.token().to_vec(), path, format, now);
+                    (ResponseCode::CONTENT, Some(format), payload, Some(1))
+                }
+                Err(code) => refused(code),
+            },
+            Operation::CancelObservation { path } => match self.encode(&path, handle.accept()) {
+                Ok((format, payload)) => {
+                    self.observations.cancel_key(&handle.token().to_vec());
+                    self.observations.cancel(&path);
+                    (ResponseCode::CONTENT, Some(format), payload, None)
+                }
+                Err(code) => refused(code),
+            },
+            Operation::WriteAttributes { path, .. } => {
+                // From the query as sent: an item without a value removes the attribute.
+                let mut attributes = self.observations.attributes(&path);
+                for query in handle.query() {
+                    let (name, value) = query.split_once('=').unwrap_or((query, ""));
+                    let number = value.parse::<u32>().ok();
+                    match name {
+                        "pmin" => attributes.pmin = number,
+                        "pmax" => attributes.pmax = number,
+                        _ => {}
+                    }
+                }
+                self.observations.set_attributes(path, attributes);
+                refused(ResponseCode::CHANGED)
+            }
+            Operation::Write { path, format, payload } => refused(self.write(now, &path, format, &payload, None)),
+            Operation::WriteBlock { path, format, block, total_size, payload } => {
+                refused(self.write(now, &path, format, &payload, Some((block, total_size))))
+            }
+            Operation::Execute { path } => refused(self.execute(now, &path)),
+            _ => refused(ResponseCode::METHOD_NOT_ALLOWED),
+        }
+    }
+
+    fn discover(&self, path: &Path) -> Result<String, ResponseCode> {
+        let records = self.records(path)?;
+        let mut links: Vec<String> = vec![format!("<{path}>")];
+        let mut seen = Vec::new();
+        for record in &records {
+            let resource = record.path.truncate(3);
+            if !seen.contains(&resource) && resource != *path {
+                seen.push(resource);
+                links.push(format!("<{resource}>"));
+            }
+        }
+        Ok(links.join(","))
+    }
+
+    /// A Write, or one Block1 block of one (`block`: the block and Size1).
+    fn write(
+        &mut self,
+        now: Instant,
+        path: &Path,
+        format: ContentFormat,
+        payload: &[u8],
+        block: Option<(Block, Option<u64>)>,
+    ) -> ResponseCode {
+        if !self.supports(format) {
+            return ResponseCode::UNSUPPORTED_CONTENT_FORMAT;
+        }
+        if *path == Path::resource(5, 0, 0) {
+            // A Package in another format (e.g. TLV): decode the opaque value first.
+            let decoded = match format {
+                ContentFormat::Opaque => None,
+                _ => match codec::decode(format, path, payload, &self.registry(), &DecodeOptions::default()) {
+                    Ok(records) => match records.first().map(|r| &r.value) {
+                        Some(Value::Opaque(bytes)) => Some(bytes.to_vec()),
+                        _ => return ResponseCode::BAD_REQUEST,
+                    },
+                    Err(_) => return ResponseCode::BAD_REQUEST,
+                },
+            };
+            let data = decoded.as_deref().unwrap_or(payload);
+            let block = match block {
+                Some((b, total_size)) => {
+                    PackageBlock { number: b.number, more: b.more, size: b.size, data, total_size }
+                }
+                None => PackageBlock::whole(data),
+            };
+            let input = FirmwareInput::WritePackageBlock { block, sink: &mut self.sink };
+            return answer(&mut self.firmware, now, input);
+        }
+        let records = match codec::decode(format, path, payload, &self.registry(), &DecodeOptions::default()) {
+            Ok(records) => records,
+            Err(_) => return ResponseCode::BAD_REQUEST,
+        };
+        for record in &records {
+            let result = match (record.path.object_id(), record.path.resource_id()) {
+                (Some(5), Some(resource)) => {
+                    let input = FirmwareInput::Write { resource, value: &record.value };
+                    answer(&mut self.firmware, now, input)
+                }
+                (Some(1), Some(1)) => match record.value.as_i64() {
+                    Some(lifetime) if lifetime > 0 => {
+                        // Lifetime changed: tell the server in an Update.
+                        self.lifetime = lifetime.min(i64::from(u32::MAX)) as u32;
+                        self.update_registration(true);
+                        ResponseCode::CHANGED
+                    }
+                    _ => ResponseCode::BAD_REQUEST,
+                },
+                _ => ResponseCode::METHOD_NOT_ALLOWED,
+            };
+            if !result.is_success() {
+                return result;
+            }
+        }
+        ResponseCode::CHANGED
+    }
+
+    fn execute(&mut self, now: Instant, path: &Path) -> ResponseCode {
+        match (path.object_id(), path.instance_id(), path.resource_id()) {
+            (Some(5), Some(0), Some(resource)) => answer(&mut self.firmware, now, FirmwareInput::Execute { resource }),
+            (Some(3), Some(0), Some(4)) => {
+                self.reboot_at = Some(now + Duration::from_millis(300));
+                ResponseCode::CHANGED
+            }
+            (Some(1), Some(0), Some(8)) => {
+                self.update_registration(false);
+                ResponseCode::CHANGED
+            }
+            _ => ResponseCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -750,200 +786,13 @@ impl Device {
         Ok((format, payload))
     }
 
-    fn handle_request(&mut self, method: RequestType, request: &Packet) -> Packet {
-        let now = self.now();
-        let segments = coap::uri_path(request);
-        let Some(path) = coap::lwm2m_path(&segments) else {
-            return coap::response_to(request, ResponseCode::NOT_FOUND);
-        };
-        let accept = match coap::accept(request) {
-            Ok(a) => a,
-            Err(()) if coap::uint(request, CoapOption::Accept) == Some(40) => return self.discover(request, &path),
-            Err(()) => return coap::response_to(request, ResponseCode::NOT_ACCEPTABLE),
-        };
-        match method {
-            RequestType::Get => {
-                let observe = coap::observe(request);
-                let result = self.encode(&path, accept);
-                let Ok((format, payload)) = result else {
-                    return coap::response_to(request, result.err().unwrap_or(ResponseCode::NOT_FOUND));
-                };
-                let mut response = coap::response_to(request, ResponseCode::CONTENT);
-                coap::set_content_format(&mut response, format);
-                match observe {
-                    Some(0) => {
-                        self.observations.observe(request.get_token().to_vec(), path, format, now);
-                        coap::set_uint(&mut response, CoapOption::Observe, 1);
-                    }
-                    Some(1) => {
-                        self.observations.cancel_key(&request.get_token().to_vec());
-                        self.observations.cancel(&path);
-                    }
-                    _ => {}
-                }
-                response.payload = payload;
-                response
-            }
-            RequestType::Put if request.payload.is_empty() && coap::content_format_number(request).is_none() => {
-                // Write-Attributes.
-                let mut attributes = self.observations.attributes(&path);
-                for query in coap::uri_query(request) {
-                    let (name, value) = query.split_once('=').unwrap_or((&query, ""));
-                    let number = value.parse::<u32>().ok();
-                    match name {
-                        "pmin" => attributes.pmin = number,
-                        "pmax" => attributes.pmax = number,
-                        _ => {}
-                    }
-                }
-                self.observations.set_attributes(path, attributes);
-                coap::response_to(request, ResponseCode::CHANGED)
-            }
-            RequestType::Put | RequestType::Post
-                if !(method == RequestType::Post
-                    && path.depth() == 3
-                    && request.payload.is_empty()
-                    && coap::content_format_number(request).is_none()) =>
-            {
-                self.write(request, &path, now)
-            }
-            RequestType::Post => self.execute(request, &path, now),
-            _ => coap::response_to(request, ResponseCode::METHOD_NOT_ALLOWED),
-        }
-    }
-
-    fn discover(&self, request: &Packet, path: &Path) -> Packet {
-        let Ok(records) = self.records(path) else { return coap::response_to(request, ResponseCode::NOT_FOUND) };
-        let mut links: Vec<String> = vec![format!("<{path}>")];
-        let mut seen = Vec::new();
-        for record in &records {
-            let resource = record.path.truncate(3);
-            if !seen.contains(&resource) && resource != *path {
-                seen.push(resource);
-                links.push(format!("<{resource}>"));
-            }
-        }
-        let mut response = coap::response_to(request, ResponseCode::CONTENT);
-        coap::set_uint(&mut response, CoapOption::ContentFormat, 40);
-        response.payload = links.join(",").into_bytes();
-        response
-    }
-
-    fn write(&mut self, request: &Packet, path: &Path, now: Instant) -> Packet {
-        let format_number = coap::content_format_number(request);
-        let Some(format) = coap::content_format(request).filter(|f| self.supports(*f)) else {
-            return coap::response_to(
-                request,
-                if format_number.is_none() {
-                    ResponseCode::BAD_REQUEST
-                } else {
-                    ResponseCode::UNSUPPORTED_CONTENT_FORMAT
-                },
-            );
-        };
-        if *path == Path::resource(5, 0, 0) {
-            let block1 = coap::block(request, CoapOption::Block1);
-            let block = match block1 {
-                Some(b) => PackageBlock {
-                    number: b.number,
-                    more: b.more,
-                    size: b.size,
-                    data: &request.payload,
-                    total_size: coap::uint(request, CoapOption::Size1),
-                },
-                None => PackageBlock::whole(&request.payload),
-            };
-            let data = match format {
-                ContentFormat::Opaque => None,
-                // A Package in another format (e.g. TLV): decode the opaque value first.
-                _ => match codec::decode(format, path, &request.payload, &self.registry(), &DecodeOptions::default()) {
-                    Ok(records) => match records.first().map(|r| &r.value) {
-                        Some(Value::Opaque(bytes)) => Some(bytes.to_vec()),
-                        _ => return coap::response_to(request, ResponseCode::BAD_REQUEST),
-                    },
-                    Err(_) => return coap::response_to(request, ResponseCode::BAD_REQUEST),
-                },
-            };
-            let block = match &data {
-                Some(bytes) => PackageBlock { data: bytes, ..block },
-                None => block,
-            };
-            let input = FirmwareInput::WritePackageBlock { block, sink: &mut self.sink };
-            let code = answer(&mut self.firmware, now, input);
-            let mut response = coap::response_to(request, code);
-            if let Some(b) = block1 {
-                if code == ResponseCode::CONTINUE || code == ResponseCode::CHANGED {
-                    coap::set_block(
-                        &mut response,
-                        CoapOption::Block1,
-                        Block { more: code == ResponseCode::CONTINUE, ..b },
-                    );
-                }
-            }
-            return response;
-        }
-        let records = match codec::decode(format, path, &request.payload, &self.registry(), &DecodeOptions::default()) {
-            Ok(records) => records,
-            Err(_) => return coap::response_to(request, ResponseCode::BAD_REQUEST),
-        };
-        let mut code = ResponseCode::CHANGED;
-        for record in &records {
-            let result = match (record.path.object_id(), record.path.resource_id()) {
-                (Some(5), Some(resource)) => {
-                    let input = FirmwareInput::Write { resource, value: &record.value };
-                    answer(&mut self.firmware, now, input)
-                }
-                (Some(1), Some(1)) => match record.value.as_i64() {
-                    Some(lifetime) if lifetime > 0 => {
-                        // Lifetime changed: tell the server in an Update.
-                        self.lifetime = lifetime.min(i64::from(u32::MAX)) as u32;
-                        self.update_registration(true);
-                        ResponseCode::CHANGED
-                    }
-                    _ => ResponseCode::BAD_REQUEST,
-                },
-                _ => ResponseCode::METHOD_NOT_ALLOWED,
-            };
-            if !result.is_success() {
-                code = result;
-                break;
-            }
-        }
-        coap::response_to(request, code)
-    }
-
-    fn execute(&mut self, request: &Packet, path: &Path, now: Instant) -> Packet {
-        let code = match (path.object_id(), path.instance_id(), path.resource_id()) {
-            (Some(5), Some(0), Some(resource)) => answer(&mut self.firmware, now, FirmwareInput::Execute { resource }),
-            (Some(3), Some(0), Some(4)) => {
-                self.reboot_at = Some(now + Duration::from_millis(300));
-                ResponseCode::CHANGED
-            }
-            (Some(1), Some(0), Some(8)) => {
-                self.update_registration(false);
-                ResponseCode::CHANGED
-            }
-            _ => ResponseCode::METHOD_NOT_ALLOWED,
-        };
-        coap::response_to(request, code)
-    }
-
     /// Sends the notifications due now (`changed`: /5/0 resources that changed,
     /// bit R for resource R), as NON with the observation's token.
     fn notify_due(&mut self, changed: u32) {
         let now = self.now();
         for due in self.observations.due(now, changed) {
             let Ok((_, payload)) = self.encode(&due.path, Some(due.format)) else { continue };
-            let mut packet = Packet::new();
-            packet.header.set_type(MessageType::NonConfirmable);
-            packet.header.code = MessageClass::from(ResponseCode::CONTENT.0);
-            packet.header.message_id = self.message_id();
-            packet.set_token(due.key);
-            coap::set_uint(&mut packet, CoapOption::Observe, u64::from(due.sequence));
-            coap::set_content_format(&mut packet, due.format);
-            packet.payload = payload;
-            let bytes = coap::bytes(&packet);
-            self.transmit(&bytes);
+            self.coap.notify(now, &due.key, due.sequence, due.format, &payload, false);
         }
     }
 
@@ -956,13 +805,9 @@ impl Device {
                 FirmwareOutput::Respond(_) => {}
                 FirmwareOutput::StartDownload { uri, offset } => {
                     eprintln!("device {}: downloading {uri} from byte {offset}", self.args.endpoint);
-                    self.download = Some(start_download(uri, offset, self.image.clone(), self.args.download_pace));
+                    self.start_download(uri, offset);
                 }
-                FirmwareOutput::AbortDownload => {
-                    if let Some(download) = self.download.take() {
-                        download.cancel.store(true, Ordering::Relaxed);
-                    }
-                }
+                FirmwareOutput::AbortDownload => self.stop_download(),
                 FirmwareOutput::DiscardImage => {
                     let _ = std::fs::remove_file(&self.image);
                 }
@@ -980,6 +825,139 @@ impl Device {
         }
     }
 
+    fn start_download(&mut self, uri: String, offset: u64) {
+        self.stop_download();
+        let scheme = uri.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        self.download = Some(match scheme.as_deref() {
+            Some("coap") => match self.start_coap(&uri, offset) {
+                Ok(download) => Download::Coap(download),
+                Err(result) => Download::Failed(result),
+            },
+            Some("http") => Download::Http(start_http(uri, offset, self.image.clone(), self.args.download_pace)),
+            _ => Download::Failed(UpdateResult::UnsupportedProtocol),
+        });
+        self.fetch_due();
+    }
+
+    /// A CoAP download from the block holding byte `offset`.
+    fn start_coap(&mut self, uri: &str, offset: u64) -> Result<CoapDownload, UpdateResult> {
+        let (host_port, path) = split_uri(uri, 5683).ok_or(UpdateResult::InvalidUri)?;
+        let addr = host_port.to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or(UpdateResult::InvalidUri)?;
+        let mut socket = bind_for(addr).map_err(|_| UpdateResult::ConnectionLost)?;
+        self.poll
+            .registry()
+            .register(&mut socket, DOWNLOAD, Interest::READABLE)
+            .map_err(|_| UpdateResult::ConnectionLost)?;
+        let number = (offset / u64::from(BLOCK_SIZE)) as u32;
+        let written = u64::from(number) * u64::from(BLOCK_SIZE);
+        let file = open_image(&self.image, written)?;
+        let now = self.now();
+        Ok(CoapDownload {
+            addr,
+            socket,
+            path,
+            file,
+            written,
+            number,
+            size: BLOCK_SIZE,
+            etag: None,
+            next_fetch: Some(now),
+        })
+    }
+
+    /// Asks for the next block if it is time.
+    fn fetch_due(&mut self) {
+        let now = self.now();
+        let Some(Download::Coap(download)) = &mut self.download else { return };
+        if download.next_fetch.is_none_or(|at| at > now) {
+            return;
+        }
+        download.next_fetch = None;
+        let path: Vec<&str> = download.path.iter().map(String::as_str).collect();
+        self.coap.fetch(now, &path, download.number, download.size);
+        self.flush();
+    }
+
+    /// The answer to a Block2 request of the CoAP download.
+    fn block(&mut self, code: ResponseCode, block: Option<Block>, etag: Option<Vec<u8>>, payload: &[u8]) {
+        let now = self.now();
+        let pace = self.args.download_pace;
+        let Some(Download::Coap(download)) = &mut self.download else { return };
+        match code {
+            ResponseCode::CONTENT => {}
+            ResponseCode::NOT_FOUND => return self.download_finished(Err(UpdateResult::InvalidUri)),
+            _ => return self.download_finished(Err(UpdateResult::ConnectionLost)),
+        }
+        if download.etag.is_some() && etag != download.etag {
+            // The image changed under us: start again.
+            download.etag = None;
+            download.number = 0;
+            download.written = 0;
+            match open_image(&self.image, 0) {
+                Ok(file) => download.file = file,
+                Err(result) => return self.download_finished(Err(result)),
+            }
+            download.next_fetch = Some(now);
+            return self.fetch_due();
+        }
+        download.etag = etag;
+        let block = block.unwrap_or(Block { number: download.number, more: false, size: download.size });
+        if block.offset() != download.written {
+            // The server answered with another size: continue at our byte offset.
+            download.size = block.size.min(download.size);
+            download.number = (download.written / u64::from(download.size)) as u32;
+            download.next_fetch = Some(now);
+            return self.fetch_due();
+        }
+        if download.file.write_all(payload).is_err() {
+            return self.download_finished(Err(UpdateResult::NotEnoughFlash));
+        }
+        download.written += payload.len() as u64;
+        let offset = download.written;
+        if !block.more {
+            let synced = download.file.sync_all().map_err(|_| UpdateResult::NotEnoughFlash);
+            let _ = self.firmware.handle(now, FirmwareInput::DownloadProgress { offset });
+            self.persist();
+            return self.download_finished(synced);
+        }
+        download.size = block.size;
+        download.number = (download.written / u64::from(download.size)) as u32;
+        download.next_fetch = Some(now + pace);
+        let _ = self.firmware.handle(now, FirmwareInput::DownloadProgress { offset });
+        self.persist();
+        self.drain_events();
+        self.fetch_due();
+    }
+
+    /// Ends the download, without telling the /5 object.
+    fn stop_download(&mut self) {
+        match self.download.take() {
+            Some(Download::Http(download)) => download.cancel.store(true, Ordering::Relaxed),
+            Some(Download::Coap(mut download)) => {
+                self.coap.abandon(Uplink::Fetch);
+                let _ = self.poll.registry().deregister(&mut download.socket);
+            }
+            Some(Download::Failed(_)) | None => {}
+        }
+    }
+
+    /// Ends the download and tells the /5 object how it went.
+    fn download_finished(&mut self, result: Result<(), UpdateResult>) {
+        self.stop_download();
+        let now = self.now();
+        match result {
+            Ok(()) => {
+                eprintln!("device {}: download complete", self.args.endpoint);
+                let _ = self.firmware.handle(now, FirmwareInput::DownloadCompleted);
+            }
+            Err(result) => {
+                eprintln!("device {}: download failed: {result}", self.args.endpoint);
+                let _ = self.firmware.handle(now, FirmwareInput::DownloadFailed { result });
+            }
+        }
+        self.drain_events();
+    }
+
     fn reboot(&mut self) {
         let now = self.now();
         eprintln!("device {}: rebooting", self.args.endpoint);
@@ -988,9 +966,7 @@ impl Device {
             let _ = self.firmware.handle(now, FirmwareInput::UpdateSucceeded);
             eprintln!("device {}: now running {}", self.args.endpoint, self.firmware_version);
         }
-        if let Some(download) = self.download.take() {
-            download.cancel.store(true, Ordering::Relaxed);
-        }
+        self.stop_download();
         self.persist();
         // Drop events raised while "down"; a Send follows the new registration.
         while self.firmware.poll_output().is_some() {}
@@ -1001,68 +977,83 @@ impl Device {
     fn tick(&mut self) {
         let now = self.now();
         // Retransmit confirmable uplinks (RFC 7252 §4.2).
-        let mut resend = Vec::new();
-        let mut gave_up = Vec::new();
-        for (i, pending) in self.pending.iter_mut().enumerate() {
-            match pending.retransmission.poll(now) {
-                coap::RetransmitAction::Wait => {}
-                coap::RetransmitAction::Resend => resend.push(pending.datagram.clone()),
-                coap::RetransmitAction::GiveUp => gave_up.push(i),
-            }
-        }
-        for datagram in resend {
-            self.transmit(&datagram);
-        }
-        for i in gave_up.into_iter().rev() {
-            let pending = self.pending.remove(i);
-            if pending.kind != Uplink::Send {
-                // No answer from the server: try registering again later.
-                self.location = None;
-                self.next_update = now + Duration::from_secs(5);
-            }
-        }
-        if let Some(download) = &self.download {
-            let mut finished = None;
-            let mut progress = None;
-            while let Ok(message) = download.messages.try_recv() {
-                match message {
-                    DownloadMessage::Progress(offset) => progress = Some(offset),
-                    other => finished = Some(other),
+        self.coap.handle_timeout(now);
+        self.process();
+        let mut finished = None;
+        match &self.download {
+            Some(Download::Http(download)) => {
+                let mut progress = None;
+                while let Ok(message) = download.messages.try_recv() {
+                    match message {
+                        DownloadMessage::Progress(offset) => progress = Some(offset),
+                        DownloadMessage::Done => finished = Some(Ok(())),
+                        DownloadMessage::Failed(result) => finished = Some(Err(result)),
+                    }
+                }
+                if let Some(offset) = progress {
+                    let _ = self.firmware.handle(now, FirmwareInput::DownloadProgress { offset });
+                    self.persist();
                 }
             }
-            if let Some(offset) = progress {
-                let _ = self.firmware.handle(now, FirmwareInput::DownloadProgress { offset });
-                self.persist();
-            }
-            match finished {
-                Some(DownloadMessage::Done) => {
-                    self.download = None;
-                    eprintln!("device {}: download complete", self.args.endpoint);
-                    let _ = self.firmware.handle(now, FirmwareInput::DownloadCompleted);
-                }
-                Some(DownloadMessage::Failed(result)) => {
-                    self.download = None;
-                    eprintln!("device {}: download failed: {result}", self.args.endpoint);
-                    let _ = self.firmware.handle(now, FirmwareInput::DownloadFailed { result });
-                }
-                _ => {}
-            }
-            self.drain_events();
+            Some(Download::Failed(result)) => finished = Some(Err(*result)),
+            Some(Download::Coap(_)) | None => {}
         }
+        if let Some(result) = finished {
+            self.download_finished(result);
+        }
+        self.fetch_due();
+        self.drain_events();
         if self.reboot_at.is_some_and(|at| now >= at) {
             self.reboot_at = None;
             self.reboot();
         }
         if now >= self.next_update {
-            if self.location.is_some() {
+            if self.registered {
                 self.update_registration(false);
-            } else if !self.pending.iter().any(|p| p.kind == Uplink::Register) {
+            } else if !self.coap.awaiting(Uplink::Register) {
                 self.register();
             }
         }
         let _ = self.firmware.handle_timeout(now);
         self.drain_events();
         self.notify_due(0);
+        self.flush();
+    }
+
+    /// How long the loop may sleep.
+    fn wait(&self) -> Duration {
+        let now = self.now();
+        let next_fetch = match &self.download {
+            Some(Download::Coap(download)) => download.next_fetch,
+            _ => None,
+        };
+        [self.coap.poll_timeout(), next_fetch]
+            .into_iter()
+            .flatten()
+            .map(|at| at.saturating_duration_since(now))
+            .fold(TICK, Duration::min)
+    }
+
+    /// Takes every datagram waiting on both sockets into the binding.
+    fn receive(&mut self, buf: &mut [u8]) {
+        while let Ok((n, from)) = self.socket.recv_from(buf) {
+            if from != self.args.server {
+                continue;
+            }
+            if self.args.queue && self.now() > self.awake_until && is_request(&buf[..n]) {
+                continue; // asleep: the radio is off
+            }
+            self.coap.handle_datagram(self.now(), Target::Server, &buf[..n]);
+            self.process();
+        }
+        while let Some(Download::Coap(download)) = &self.download {
+            let Ok((n, from)) = download.socket.recv_from(buf) else { break };
+            if from != download.addr {
+                continue;
+            }
+            self.coap.handle_datagram(self.now(), Target::Download, &buf[..n]);
+            self.process();
+        }
     }
 
     fn run(&mut self) -> ! {
@@ -1075,24 +1066,37 @@ impl Device {
             match output {
                 FirmwareOutput::StartDownload { uri, offset } => {
                     eprintln!("device {}: resuming {uri} at byte {offset}", self.args.endpoint);
-                    self.download = Some(start_download(uri, offset, self.image.clone(), self.args.download_pace));
+                    self.start_download(uri, offset);
                 }
                 FirmwareOutput::ApplyUpdate => self.reboot_at = Some(self.now()),
                 _ => {}
             }
         }
         self.register();
+        self.flush();
+        let mut events = Events::with_capacity(8);
         let mut buf = vec![0u8; 65_536];
         loop {
-            match self.socket.recv_from(&mut buf) {
-                Ok((n, from)) if from == self.args.server => {
-                    let datagram = buf[..n].to_vec();
-                    self.handle_datagram(&datagram);
-                }
-                _ => {}
-            }
+            // Both sockets are drained whatever the events say.
+            let _ = self.poll.poll(&mut events, Some(self.wait()));
+            self.receive(&mut buf);
             self.tick();
         }
+    }
+}
+
+/// How the log names an operation.
+fn operation_name(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Read { accept: Some(ContentFormat::LinkFormat), .. } => "Discover",
+        Operation::Read { .. } => "Read",
+        Operation::Write { .. } => "Write",
+        Operation::WriteBlock { .. } => "Write (Block1)",
+        Operation::Execute { .. } => "Execute",
+        Operation::Observe { .. } => "Observe",
+        Operation::CancelObservation { .. } => "Cancel Observation",
+        Operation::WriteAttributes { .. } => "Write-Attributes",
+        _ => "an operation",
     }
 }
 

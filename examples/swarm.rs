@@ -180,8 +180,11 @@ fn run(args: &Args) -> Result<bool, String> {
         poll.poll(&mut events, Some(Duration::from_millis(wait))).map_err(|e| e.to_string())?;
         for event in events.iter() {
             let i = event.token().0;
-            while let Ok((n, _)) = members[i].socket.recv_from(&mut buf) {
-                members[i].coap.handle_datagram(now(), &buf[..n]);
+            while let Ok((n, from)) = members[i].socket.recv_from(&mut buf) {
+                // The image's host, when it is not the server itself.
+                let download = from != server && members[i].fetch.as_ref().is_some_and(|(addr, _)| *addr == from);
+                let target = if download { Target::Download } else { Target::Server };
+                members[i].coap.handle_datagram(now(), target, &buf[..n]);
                 last_heard = now();
             }
             pump(&mut members[i], i, now(), &images, server, &args.prefix, &mut timers);

@@ -1,64 +1,18 @@
-//! CoAP helpers shared by the `device` and `server` examples and their tests:
+//! CoAP by hand for the tests that play a server or a network against the
+//! examples (`tests/device_example.rs`, `tests/lossy_network.rs`,
+//! `tests/server_push_renegotiation.rs`, which include this file by path):
 //! building and reading coap-lite packets the way LwM2M uses them, Block1/Block2
-//! option values (RFC 7959), and RFC 7252 retransmission timing.
+//! option values (RFC 7959), response matching and unpredictable ids. The
+//! examples themselves speak CoAP through the library's `coap` module.
 #![allow(dead_code)]
 
 use std::time::Duration;
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
-use lwm2m_fota::model::{Block, ContentFormat, Instant, Path, ResponseCode};
+use lwm2m_fota::model::{Block, ContentFormat, Path, ResponseCode};
 
 /// RFC 7252 ACK_TIMEOUT.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
-/// RFC 7252 MAX_RETRANSMIT.
-pub const MAX_RETRANSMIT: u32 = 4;
-
-/// RFC 7252 §4.2 retransmission state of one confirmable message: exponential
-/// back-off from a first timeout, giving up after [`MAX_RETRANSMIT`] resends.
-#[derive(Debug, Clone, Copy)]
-pub struct Retransmission {
-    next_send: Instant,
-    timeout: Duration,
-    sends: u32,
-    acked: bool,
-}
-
-/// What [`Retransmission::poll`] asks the caller to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetransmitAction {
-    /// Nothing yet: not due, or already acknowledged.
-    Wait,
-    /// Send the datagram again now.
-    Resend,
-    /// Every retransmission went unanswered: the exchange failed.
-    GiveUp,
-}
-
-impl Retransmission {
-    /// A message first sent at `now`, to be resent after `first_timeout`.
-    pub fn new(now: Instant, first_timeout: Duration) -> Self {
-        Self { next_send: now + first_timeout, timeout: first_timeout, sends: 1, acked: false }
-    }
-
-    /// An empty ACK arrived: stop retransmitting and wait for the separate response.
-    pub fn acknowledge(&mut self) {
-        self.acked = true;
-    }
-
-    /// Advances the back-off at `now`.
-    pub fn poll(&mut self, now: Instant) -> RetransmitAction {
-        if self.acked || now < self.next_send {
-            return RetransmitAction::Wait;
-        }
-        if self.sends > MAX_RETRANSMIT {
-            return RetransmitAction::GiveUp;
-        }
-        self.sends += 1;
-        self.timeout *= 2;
-        self.next_send = now + self.timeout;
-        RetransmitAction::Resend
-    }
-}
 
 /// Unpredictable message ids and tokens (RFC 7252 §5.3.1, §5.4.2): a peer that
 /// cannot guess them cannot forge an answer. Keyed SipHash (std's `RandomState`,
@@ -207,35 +161,14 @@ pub fn content_format(packet: &Packet) -> Option<ContentFormat> {
     ContentFormat::from_number(uint(packet, CoapOption::ContentFormat)? as u16)
 }
 
-/// The raw Content-Format number, when present.
-pub fn content_format_number(packet: &Packet) -> Option<u64> {
-    uint(packet, CoapOption::ContentFormat)
-}
-
 pub fn set_content_format(packet: &mut Packet, format: ContentFormat) {
     set_uint(packet, CoapOption::ContentFormat, u64::from(format.number()));
-}
-
-/// Accept, as our type (`Err` for a number we do not know).
-pub fn accept(packet: &Packet) -> Result<Option<ContentFormat>, ()> {
-    match uint(packet, CoapOption::Accept) {
-        None => Ok(None),
-        Some(n) => ContentFormat::from_number(n as u16).map(Some).ok_or(()),
-    }
 }
 
 /// Uri-Path segments.
 pub fn uri_path(packet: &Packet) -> Vec<String> {
     packet
         .get_option(CoapOption::UriPath)
-        .map(|list| list.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
-        .unwrap_or_default()
-}
-
-/// Location-Path segments.
-pub fn location_path(packet: &Packet) -> Vec<String> {
-    packet
-        .get_option(CoapOption::LocationPath)
         .map(|list| list.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
         .unwrap_or_default()
 }
@@ -298,23 +231,6 @@ pub fn bytes(packet: &Packet) -> Vec<u8> {
 /// Parses a datagram.
 pub fn parse(datagram: &[u8]) -> Option<Packet> {
     Packet::from_bytes(datagram).ok()
-}
-
-/// Splits `coap://host:port/a/b` into ("host:port", ["a", "b"]); `default_port`
-/// when none is given.
-pub fn split_uri(uri: &str, default_port: u16) -> Option<(String, Vec<String>)> {
-    let rest = uri.split_once("://")?.1;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i + 1..]),
-        None => (rest, ""),
-    };
-    let path = path.split(['?', '#']).next().unwrap_or("");
-    let has_port = match authority.strip_prefix('[') {
-        Some(v6) => v6.contains("]:"),
-        None => authority.contains(':'),
-    };
-    let host_port = if has_port { authority.to_string() } else { format!("{authority}:{default_port}") };
-    Some((host_port, path.split('/').filter(|s| !s.is_empty()).map(str::to_string).collect()))
 }
 
 #[cfg(test)]

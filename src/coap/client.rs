@@ -1,9 +1,17 @@
 //! The device side of the CoAP binding: one LwM2M client's messages to and
 //! from its server, sans-I/O. [`ClientBinding`] turns the server's requests
 //! into [`Operation`]s (answered with [`ClientBinding::respond`], duplicates
-//! answered again from memory), builds the client's own messages (Register,
-//! Update, De-register, Send, notifications, Block2 image fetches), and
-//! retransmits the confirmable ones with RFC 7252 back-off.
+//! answered again from memory unless [`ClientConfig::deduplicate`] is off),
+//! builds the client's own messages (Register, Update, De-register, Send,
+//! notifications, Block2 image fetches), and retransmits the confirmable ones
+//! with RFC 7252 back-off.
+//!
+//! Message ids count up from a random start and tokens are 8 bytes, both drawn
+//! from [`CoapConfig::seed`]: a real device seeds it from the operating
+//! system's randomness. The binding knows two peers, [`Target::Server`] and
+//! [`Target::Download`] (the host of a pulled image); the caller says which one
+//! each datagram came from and filters out datagrams from anywhere else
+//! (RFC 7252 §5.3.2: a response comes from where its request went).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -40,18 +48,56 @@ pub enum Target {
     Download,
 }
 
-/// How to answer one server request.
+/// How a [`ClientBinding`] behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Transmission parameters, and the seed of message ids, tokens and
+    /// back-off.
+    pub coap: CoapConfig,
+    /// Remember the answers to server requests and send one again, without
+    /// surfacing the request, when a copy of it comes (the same message id
+    /// within EXCHANGE_LIFETIME), as RFC 7252 §4.5 asks. On by default; off,
+    /// every copy of a request is surfaced and processed again, as by a client
+    /// built without a response cache (to test servers against such clients).
+    pub deduplicate: bool,
+}
+
+impl Default for ClientConfig {
+    fn default() -> ClientConfig {
+        ClientConfig { coap: CoapConfig::default(), deduplicate: true }
+    }
+}
+
+/// How to answer one server request, and what of the request its
+/// [`Operation`] does not carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHandle {
     message_id: u16,
     token: Vec<u8>,
     confirmable: bool,
+    accept: Option<ContentFormat>,
+    block1: Option<Block>,
+    query: Vec<String>,
 }
 
 impl RequestHandle {
     /// The request's token (a notification of an observation carries it).
     pub fn token(&self) -> &[u8] {
         &self.token
+    }
+
+    /// The request's Accept option, for every operation (a Cancel
+    /// Observation's answer is in the format asked for, too). An Accept the
+    /// binding does not know never gets here: the request is 4.06.
+    pub fn accept(&self) -> Option<ContentFormat> {
+        self.accept
+    }
+
+    /// The request's Uri-Query items (`pmin=10`), as sent: a Write-Attributes
+    /// item without a value (`pmin`) removes the attribute, which
+    /// [`Attributes`] cannot say.
+    pub fn query(&self) -> &[String] {
+        &self.query
     }
 }
 
@@ -102,6 +148,7 @@ struct Outstanding {
 #[derive(Debug)]
 pub struct ClientBinding {
     config: CoapConfig,
+    deduplicate: bool,
     rng: u64,
     message_id: u16,
     location: Option<String>,
@@ -119,10 +166,17 @@ pub struct ClientBinding {
 const REMEMBERED: usize = 32;
 
 impl ClientBinding {
-    /// A client with no registration yet.
+    /// A client with no registration yet, de-duplicating server requests.
     pub fn new(config: CoapConfig) -> ClientBinding {
+        ClientBinding::with_config(ClientConfig { coap: config, ..ClientConfig::default() })
+    }
+
+    /// A client with no registration yet, configured in full.
+    pub fn with_config(config: ClientConfig) -> ClientBinding {
+        let ClientConfig { coap: config, deduplicate } = config;
         let mut binding = ClientBinding {
             config,
+            deduplicate,
             rng: config.seed ^ 0xD1B5_4A32_D192_ED03,
             message_id: 0,
             location: None,
@@ -148,6 +202,19 @@ impl ClientBinding {
     /// Where the registration lives (`rd/<id>`), once registered.
     pub fn location(&self) -> Option<&str> {
         self.location.as_deref()
+    }
+
+    /// Whether an uplink of this kind awaits its answer.
+    pub fn awaiting(&self, what: Uplink) -> bool {
+        self.outstanding.iter().any(|o| o.what == what)
+    }
+
+    /// Forgets every uplink of this kind that awaits its answer: no more
+    /// retransmissions, no event, and a late answer matches nothing. For a
+    /// Register or Update a newer one replaces, or the Block2 fetch of a
+    /// download the device aborted.
+    pub fn abandon(&mut self, what: Uplink) {
+        self.outstanding.retain(|o| o.what != what);
     }
 
     /// Register: `query` are the Uri-Query values (`ep=…`, `lt=…`), `links`
@@ -229,8 +296,10 @@ impl ClientBinding {
 
     fn request(&mut self, method: RequestType, path: &[&str]) -> Packet {
         let message_id = self.next_message_id();
+        // 64 bits: RFC 7252 §5.3.1 asks for enough randomness that an
+        // off-path attacker cannot guess a token.
         let token = self.random().to_be_bytes();
-        let mut packet = message(MessageType::Confirmable, MessageClass::Request(method), message_id, &token[..4]);
+        let mut packet = message(MessageType::Confirmable, MessageClass::Request(method), message_id, &token);
         for segment in path {
             packet.add_option(CoapOption::UriPath, segment.as_bytes().to_vec());
         }
@@ -255,8 +324,11 @@ impl ClientBinding {
         });
     }
 
-    /// Answers a server request (piggybacked on the ACK of a confirmable
-    /// one); `observe` is the Observe option of the first answer to an Observe.
+    /// Answers a server request: piggybacked on the ACK of a confirmable one,
+    /// else a NON with the client's next message id. `observe` is the Observe
+    /// option of the first answer to an Observe. The answer to a Block1 block
+    /// (2.31 Continue, or 2.04 Changed for the last) carries the block's
+    /// Block1 option back (RFC 7959 §2.3), with M set on a 2.31.
     pub fn respond(
         &mut self,
         now: Instant,
@@ -275,18 +347,27 @@ impl ClientBinding {
         if let Some(format) = format {
             packet.add_option(CoapOption::ContentFormat, uint_bytes(u64::from(format.number())));
         }
+        if let Some(block) = request.block1.filter(|_| code == ResponseCode::CONTINUE || code == ResponseCode::CHANGED)
+        {
+            let block = Block { more: code == ResponseCode::CONTINUE, ..block };
+            packet.add_option(CoapOption::Block1, uint_bytes(block_value(block)));
+        }
         packet.payload = payload.to_vec();
         let bytes = to_bytes(&packet);
-        self.in_progress.retain(|id| *id != request.message_id);
-        self.answered.push_back((request.message_id, now, bytes.clone()));
-        if self.answered.len() > REMEMBERED {
-            self.answered.pop_front();
+        if self.deduplicate {
+            self.in_progress.retain(|id| *id != request.message_id);
+            self.answered.push_back((request.message_id, now, bytes.clone()));
+            if self.answered.len() > REMEMBERED {
+                self.answered.pop_front();
+            }
         }
         self.transmits.push_back((Target::Server, bytes));
     }
 
-    /// A datagram from the server or the download host.
-    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
+    /// A datagram `from` the server or the download host. Empty ACKs and RSTs
+    /// it sends in answer go back there; only the server's requests are
+    /// surfaced (a confirmable one from the download host is reset).
+    pub fn handle_datagram(&mut self, now: Instant, from: Target, datagram: &[u8]) {
         if datagram.len() < 4 || datagram[0] >> 6 != 1 {
             return;
         }
@@ -296,8 +377,9 @@ impl ClientBinding {
         let code = datagram[1];
         if code == 0 {
             match kind {
+                // CoAP ping (RFC 7252 §4.3), answered where it came from.
                 MessageType::Confirmable => {
-                    self.transmits.push_back((Target::Server, to_bytes(&empty(MessageType::Reset, message_id))))
+                    self.transmits.push_back((from, to_bytes(&empty(MessageType::Reset, message_id))))
                 }
                 MessageType::Acknowledgement => {
                     if let Some(o) = self.outstanding.iter_mut().find(|o| o.message_id == message_id) {
@@ -321,6 +403,13 @@ impl ClientBinding {
             return;
         }
         if code >> 5 == 0 {
+            if from == Target::Download {
+                // Only the LwM2M server operates on the client.
+                if kind == MessageType::Confirmable {
+                    self.transmits.push_back((from, to_bytes(&empty(MessageType::Reset, message_id))));
+                }
+                return;
+            }
             return self.server_request(now, kind, message_id, &packet);
         }
         // A response: piggybacked (by message id and token) or separate (by token).
@@ -328,18 +417,13 @@ impl ClientBinding {
             o.token == packet.get_token() && (kind != MessageType::Acknowledgement || o.message_id == message_id)
         });
         if kind == MessageType::Confirmable {
-            let target = found.map_or(Target::Server, |i| self.outstanding[i].target);
-            self.transmits.push_back((target, to_bytes(&empty(MessageType::Acknowledgement, message_id))));
+            self.transmits.push_back((from, to_bytes(&empty(MessageType::Acknowledgement, message_id))));
         }
         let Some(i) = found else { return };
         let o = self.outstanding.swap_remove(i);
         let code = ResponseCode(code);
         if o.what == Uplink::Register && code == ResponseCode::CREATED {
-            let segments: Vec<String> = packet
-                .get_option(CoapOption::LocationPath)
-                .map(|list| list.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
-                .unwrap_or_default();
-            self.location = Some(segments.join("/"));
+            self.location = Some(strings(&packet, CoapOption::LocationPath).join("/"));
         }
         if o.what == Uplink::Fetch {
             self.events.push_back(ClientEvent::Block {
@@ -355,6 +439,9 @@ impl ClientBinding {
     }
 
     fn server_request(&mut self, now: Instant, kind: MessageType, message_id: u16, packet: &Packet) {
+        if !self.deduplicate {
+            return self.surface(kind, message_id, packet);
+        }
         if let Some((_, _, answer)) =
             self.answered.iter().find(|(id, at, _)| *id == message_id && *at + self.config.exchange_lifetime > now)
         {
@@ -371,10 +458,17 @@ impl ClientBinding {
             self.in_progress.remove(0);
         }
         self.in_progress.push(message_id);
+        self.surface(kind, message_id, packet);
+    }
+
+    fn surface(&mut self, kind: MessageType, message_id: u16, packet: &Packet) {
         let handle = RequestHandle {
             message_id,
             token: packet.get_token().to_vec(),
             confirmable: kind == MessageType::Confirmable,
+            accept: uint(packet, CoapOption::Accept).and_then(|n| ContentFormat::from_number(u16::try_from(n).ok()?)),
+            block1: uint(packet, CoapOption::Block1).and_then(parse_block),
+            query: strings(packet, CoapOption::UriQuery),
         };
         self.events.push_back(ClientEvent::Request(handle, operation(packet)));
     }
@@ -430,13 +524,19 @@ fn operation(packet: &Packet) -> Result<Operation, ResponseCode> {
     }
     let segments: Option<Vec<u16>> = packet
         .get_option(CoapOption::UriPath)
-        .map(|list| list.iter().map(|s| std::str::from_utf8(s).ok()?.parse::<u16>().ok()).collect())
+        // 65535 is reserved (LwM2M: MAX_ID), never an object, instance or resource.
+        .map(|list| {
+            list.iter().map(|s| std::str::from_utf8(s).ok()?.parse::<u16>().ok().filter(|id| *id != u16::MAX)).collect()
+        })
         .unwrap_or(Some(Vec::new()));
     let path = segments.and_then(|s| Path::from_segments(&s)).ok_or(ResponseCode::NOT_FOUND)?;
-    let format = uint(packet, CoapOption::ContentFormat).and_then(|n| ContentFormat::from_number(n as u16));
+    let format =
+        uint(packet, CoapOption::ContentFormat).and_then(|n| ContentFormat::from_number(u16::try_from(n).ok()?));
     let accept = match uint(packet, CoapOption::Accept) {
         None => None,
-        Some(n) => Some(ContentFormat::from_number(n as u16).ok_or(ResponseCode::NOT_ACCEPTABLE)?),
+        Some(n) => {
+            Some(u16::try_from(n).ok().and_then(ContentFormat::from_number).ok_or(ResponseCode::NOT_ACCEPTABLE)?)
+        }
     };
     let payload = bytes::Bytes::copy_from_slice(&packet.payload);
     match packet.header.code {
@@ -446,10 +546,7 @@ fn operation(packet: &Packet) -> Result<Operation, ResponseCode> {
             _ => Operation::Read { path, accept },
         }),
         MessageClass::Request(RequestType::Put | RequestType::Post) => {
-            let query: Vec<String> = packet
-                .get_option(CoapOption::UriQuery)
-                .map(|list| list.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
-                .unwrap_or_default();
+            let query = strings(packet, CoapOption::UriQuery);
             if let Some(value) = uint(packet, CoapOption::Block1) {
                 let block = parse_block(value).ok_or(ResponseCode::BAD_REQUEST)?;
                 let format = format.unwrap_or(ContentFormat::Opaque);
@@ -471,6 +568,14 @@ fn operation(packet: &Packet) -> Result<Operation, ResponseCode> {
         }
         _ => Err(ResponseCode::METHOD_NOT_ALLOWED),
     }
+}
+
+/// A repeatable string option's values (UTF-8, lossily).
+fn strings(packet: &Packet, option: CoapOption) -> Vec<String> {
+    packet
+        .get_option(option)
+        .map(|list| list.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

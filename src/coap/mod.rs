@@ -42,7 +42,7 @@
 
 pub mod client;
 
-pub use client::{ClientBinding, ClientEvent, RequestHandle, Target, Uplink};
+pub use client::{ClientBinding, ClientConfig, ClientEvent, RequestHandle, Target, Uplink};
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::Hash;
