@@ -103,6 +103,11 @@ impl Location {
         (self.0 & 0xffff_ffff) as usize
     }
 
+    /// The generation of the slot's registrations this one is.
+    fn generation(&self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
     /// The location a request to `/rd/<segment>` names, if it is one.
     pub fn parse(segment: &str) -> Option<Location> {
         if segment.is_empty() || segment.len() > 16 || !segment.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -372,13 +377,13 @@ impl Registrations {
     }
 
     fn entry(&self, location: Location) -> Option<&Entry> {
-        let slot = self.slots.get((location.0 & 0xffff_ffff) as usize)?;
-        (u64::from(slot.generation) == location.0 >> 32).then_some(slot.entry.as_ref()).flatten()
+        let slot = self.slots.get(location.slot())?;
+        (slot.generation == location.generation()).then_some(slot.entry.as_ref()).flatten()
     }
 
     fn entry_mut(&mut self, location: Location) -> Option<&mut Entry> {
-        let slot = self.slots.get_mut((location.0 & 0xffff_ffff) as usize)?;
-        (u64::from(slot.generation) == location.0 >> 32).then_some(slot.entry.as_mut()).flatten()
+        let slot = self.slots.get_mut(location.slot())?;
+        (slot.generation == location.generation()).then_some(slot.entry.as_mut()).flatten()
     }
 
     /// The registration of `endpoint`.
@@ -520,8 +525,7 @@ impl Registrations {
         // top); an earlier one needs an entry of its own.
         if expires < entry.queued {
             entry.queued = expires;
-            let (slot, generation) = ((location.0 & 0xffff_ffff) as u32, (location.0 >> 32) as u32);
-            self.expiries.push(Reverse((expires, slot, generation)));
+            self.expiries.push(Reverse((expires, location.slot() as u32, location.generation())));
         }
         self.settle();
         self.at(location).ok_or(RegistrationError::UnknownLocation)
@@ -534,12 +538,18 @@ impl Registrations {
     pub fn deregister(&mut self, now: Instant, location: Location) -> Result<Registration, RegistrationError> {
         self.tick(now)?;
         self.entry(location).ok_or(RegistrationError::UnknownLocation)?;
-        let slot = (location.0 & 0xffff_ffff) as u32;
-        let registration = self.vacate(slot).ok_or(RegistrationError::UnknownLocation)?;
-        self.names.remove(hash_of(self.key, &*registration.endpoint), slot);
-        self.free.push(slot);
+        let registration = self.remove(location.slot() as u32).ok_or(RegistrationError::UnknownLocation)?;
         self.settle();
         Ok(registration)
+    }
+
+    /// Removes the registration in `slot` for good: out of the slot and the
+    /// name index, the slot freed (its heap entry goes stale).
+    fn remove(&mut self, slot: u32) -> Option<Registration> {
+        let registration = self.vacate(slot)?;
+        self.names.remove(hash_of(self.key, &*registration.endpoint), slot);
+        self.free.push(slot);
+        Some(registration)
     }
 
     /// Takes the registration out of `slot` (its index entry and heap entry
@@ -591,9 +601,7 @@ impl Registrations {
             }
             self.expiries.pop();
             let location = self.location(slot);
-            if let Some(registration) = self.vacate(slot) {
-                self.names.remove(hash_of(self.key, &*registration.endpoint), slot);
-                self.free.push(slot);
+            if let Some(registration) = self.remove(slot) {
                 self.expired.push_back(Expired { location, registration });
             }
             self.settle();
