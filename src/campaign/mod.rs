@@ -26,11 +26,20 @@
 //! ```
 
 mod catalogue;
+mod rollout;
 mod settings;
+mod spec;
 
 pub use catalogue::{Catalogue, CatalogueError, CatalogueFile, Category, NewFile, Retention};
+pub use rollout::{
+    ALREADY_CURRENT, Campaign, CampaignDevice, CampaignError, CampaignOutput, CampaignProgress, CancelMode, DeviceInfo,
+    DeviceRecord, DeviceStatus, GroupProgress, PauseReason, PhaseProgress, UpgradeReport,
+};
 pub use settings::{
     DeviceUpgrade, MOBILE_FOTA, MOBILE_FOTA_ENABLED, MOBILE_FOTA_FIRMWARE_ID, MOBILE_FOTA_FIRMWARE_NAME, SettingSource,
     SettingValue, Settings, SettingsTree, TEMPLATE_NAME, TaskTemplate, TemplateChoice, TemplateError, USE_OBSERVE,
     configure, group_names, protocol_from_name, protocol_name,
+};
+pub use spec::{
+    AbortRule, CampaignSpec, DEFAULT_BASE_URI, DEFAULT_DEVICE_PACE, PhaseSpec, Quota, Schedule, SpecError, Window,
 };

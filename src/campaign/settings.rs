@@ -29,7 +29,7 @@ pub const MOBILE_FOTA_FIRMWARE_ID: &str = "mobileFotaFirmwareId";
 pub const MOBILE_FOTA_FIRMWARE_NAME: &str = "mobileFotaFirmwareName";
 
 /// One setting's value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(untagged))]
 pub enum SettingValue {
@@ -307,6 +307,7 @@ impl TaskTemplate {
 /// Which template a device's upgrade uses, and why (T1, T2: the fallback to
 /// the default system task is reported, never silent).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum TemplateChoice {
     /// The template its setting names.
