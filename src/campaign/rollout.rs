@@ -441,13 +441,7 @@ impl Campaign {
 
     /// Whether the campaign's targets select `device`.
     fn targets(&self, device: &DeviceInfo<'_>) -> bool {
-        match &self.spec.groups {
-            None => true,
-            Some(groups) => {
-                device.groups.iter().any(|g| groups.contains(g))
-                    || self.spec.devices.iter().any(|d| d == device.endpoint)
-            }
-        }
+        self.spec.targets(device.endpoint, device.groups)
     }
 
     /// Adds a record for a targeted device (its phase set by the caller) and

@@ -256,6 +256,16 @@ impl CampaignSpec {
         Ok(())
     }
 
+    /// Whether the targets select the device `endpoint` in `groups`: no
+    /// groups given selects every device; else one of its groups, or its
+    /// name among `devices`.
+    pub fn targets(&self, endpoint: &str, groups: &[String]) -> bool {
+        match &self.groups {
+            None => true,
+            Some(targeted) => groups.iter().any(|g| targeted.contains(g)) || self.devices.iter().any(|d| d == endpoint),
+        }
+    }
+
     /// The pace each device is delivered at under the byte-rate quota.
     pub fn device_pace(&self) -> u64 {
         self.quota.device_bytes_per_s.unwrap_or(DEFAULT_DEVICE_PACE)

@@ -158,6 +158,11 @@ pub struct SimDevice {
     /// Pull downloads done by the caller over a real transport
     /// ([`set_external_downloads`](Self::set_external_downloads)).
     external: Option<Box<ExternalDownload>>,
+    /// The most bytes per second a server pacing its delivery lets a pull
+    /// download reach ([`set_download_pace`](Self::set_download_pace)).
+    pace: Option<u64>,
+    /// The last download's span and bytes, until taken.
+    download_span: Option<(Instant, Instant, u64)>,
 }
 
 /// A pull download the caller performs (the swarm, over real CoAP).
@@ -215,7 +220,21 @@ impl SimDevice {
             register_retry_at: None,
             scratch: Vec::new(),
             external: None,
+            pace: None,
+            download_span: None,
         }
+    }
+
+    /// Caps its pull downloads at `bytes_per_s`, as a server delivering
+    /// images at a pace does (a campaign's byte-rate quota).
+    pub fn set_download_pace(&mut self, bytes_per_s: u64) {
+        self.pace = Some(bytes_per_s.max(1));
+    }
+
+    /// The last pull download's start, end and bytes delivered (until taken):
+    /// what a simulation counts against a byte-rate quota.
+    pub fn take_download_span(&mut self) -> Option<(Instant, Instant, u64)> {
+        self.download_span.take()
     }
 
     /// From now on the device's pull downloads are the caller's to perform
@@ -694,7 +713,7 @@ impl SimDevice {
             return;
         };
         let remaining = image.size.saturating_sub(offset);
-        let rate = self.profile.download_rate.max(1);
+        let rate = self.profile.download_rate.min(self.pace.unwrap_or(u64::MAX)).max(1);
         let mut full = Duration::from_millis(remaining.saturating_mul(1000) / rate + 100);
         // The download's CoAP blocks cross the same lossy link as everything
         // else: each lost block costs RFC 7252 back-off, and a block that
@@ -711,6 +730,7 @@ impl SimDevice {
                 }
                 if lost > 4 {
                     let at = now + full.mul_f64((block + 1) as f64 / blocks as f64);
+                    self.download_span = Some((now, at, block * DOWNLOAD_BLOCK));
                     let end = DownloadEnd::Fail(UpdateResult::ConnectionLost);
                     self.download = Some(Download { at, end, size: image.size, version: None });
                     return;
@@ -727,6 +747,8 @@ impl SimDevice {
         if self.rng.chance(self.profile.reboot_ppm) {
             self.reboot_at = Some(now + full.mul_f64(self.rng.below(1000) as f64 / 1000.0));
         }
+        let share = (at - now).as_millis() as f64 / full.as_millis().max(1) as f64;
+        self.download_span = Some((now, at, (remaining as f64 * share.min(1.0)) as u64));
         self.download = Some(Download { at, end, size: image.size, version: image.version.clone() });
     }
 

@@ -28,7 +28,9 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::campaign::CampaignState;
 use super::{FleetProfile, ImageStore, LinkParams, Rng, SimDevice, SimImage, image_bytes};
+use crate::campaign::{CampaignDevice, CampaignOutput, UpgradeReport};
 use crate::model::{
     Binding, ClientMessage, ContentFormat, Instant, ObjectList, Operation, Path, Registration, RequestId, ResponseCode,
 };
@@ -123,14 +125,22 @@ enum Event {
     Retransmit(MemberRef, RequestId, u8),
     /// A confirmable uplink's retransmission (the device resends it).
     UplinkRetransmit(MemberRef, u32, u8),
+    /// The campaign's next deadline (one such event is queued at a time).
+    CampaignTimer,
+    /// A campaign's device (by its campaign index) registers for the first
+    /// time, or a companion installed the image on it.
+    CampaignSeen(u32),
 }
 
 /// An event in the queue, to cancel it by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct EventHandle {
+pub(super) struct EventHandle {
     node: u32,
     seq: u64,
 }
+
+/// A queued event's handle, as the campaign's side of the fleet keeps it.
+pub(super) type EventHandleSlot = EventHandle;
 
 const NIL: u32 = u32::MAX;
 
@@ -349,6 +359,8 @@ struct Member {
     observations: Vec<(RequestId, Token)>,
     device_timer: Option<(Instant, EventHandle)>,
     started_at: Instant,
+    /// Its index in the campaign driving the fleet (unused without one).
+    campaign: u32,
 }
 
 /// A place for one running upgrade; slots are reused as upgrades end. A
@@ -391,6 +403,9 @@ pub struct Fleet {
     /// Devices the endpoint refused an upgrade (none while the device table
     /// is as large as the concurrency limit): counted as stuck.
     refused: u64,
+    /// The campaign that chooses which upgrade starts when, if one does
+    /// ([`run_campaign`](super::run_campaign)); else upgrades start in order.
+    campaign: Option<Box<CampaignState>>,
 }
 
 impl Fleet {
@@ -398,6 +413,11 @@ impl Fleet {
     /// limit, then one for each that ends. Devices register within their first
     /// seconds.
     pub fn new(config: FleetConfig) -> Fleet {
+        Fleet::build(config, None)
+    }
+
+    /// The fleet, its upgrades chosen by `campaign` if given.
+    pub(super) fn build(config: FleetConfig, campaign: Option<Box<CampaignState>>) -> Fleet {
         let upgrade = config.upgrade.clone();
         let version = upgrade.target_version.clone().unwrap_or_else(|| "2.0.0".into());
         let mut images = ImageStore::new();
@@ -442,6 +462,7 @@ impl Fleet {
             active: 0,
             finished: 0,
             refused: 0,
+            campaign,
         };
         fleet.report.devices = devices;
         fleet.report.task_bytes = std::mem::size_of::<UpgradeTask>();
@@ -453,6 +474,9 @@ impl Fleet {
     /// the fleet and the endpoint is told to upgrade it (its task waits for
     /// the device's Register). Returns whether it started any.
     fn start_more(&mut self) -> bool {
+        if self.campaign.is_some() {
+            return self.campaign_outputs();
+        }
         let limit = if self.config.concurrency == 0 { usize::MAX } else { self.config.concurrency };
         let mut started = false;
         while self.active < limit && self.next_to_start < self.config.devices {
@@ -464,8 +488,16 @@ impl Fleet {
                 self.refused += 1;
                 continue;
             };
-            self.active += 1;
             started = true;
+            self.admit(device, id, 0);
+        }
+        started
+    }
+
+    /// A device whose upgrade the endpoint took (`id`) joins the fleet.
+    fn admit(&mut self, device: SimDevice, id: DeviceId, campaign: u32) {
+        self.active += 1;
+        {
             let member = Member {
                 device,
                 id,
@@ -474,6 +506,7 @@ impl Fleet {
                 observations: Vec::new(),
                 device_timer: None,
                 started_at: self.now,
+                campaign,
             };
             let at = match self.free_slots.pop() {
                 Some(slot) => {
@@ -492,7 +525,80 @@ impl Fleet {
             self.by_device[id.index()] = Some((id, at.slot));
             self.after_device(at);
         }
+    }
+
+    /// Acts on what the campaign asks for: starts, cancels, settings.
+    /// Returns whether it started any upgrade.
+    fn campaign_outputs(&mut self) -> bool {
+        let now = self.now;
+        let mut started = false;
+        loop {
+            let Some(state) = self.campaign.as_mut() else { return started };
+            let Some(output) = state.campaign.poll_output() else { break };
+            match output {
+                CampaignOutput::Start { device, config } => {
+                    let index = device.index() as u32;
+                    let (mut device, pace) = state.sim_device(index, self.config.seed, now);
+                    if let Some(pace) = pace {
+                        device.set_download_pace(pace);
+                    }
+                    let uri = config.package_uri();
+                    if self.images.get(&uri).is_none() {
+                        let version = config.target_version.clone();
+                        self.images.insert(uri, SimImage { size: config.image_size, version });
+                    }
+                    match self.endpoint.upgrade(now, &device.endpoint(), config) {
+                        Ok(id) => {
+                            state.running.insert(index, id);
+                            started = true;
+                            self.admit(device, id, index);
+                        }
+                        Err(_) => self.refused += 1,
+                    }
+                }
+                CampaignOutput::Cancel { device } => {
+                    if let Some(&id) = state.running.get(&(device.index() as u32)) {
+                        let _ = self.endpoint.cancel(now, id);
+                    }
+                }
+                CampaignOutput::SetSettings { .. } => state.mobile_fota_marked += 1,
+                other => state.events.push((now, other)),
+            }
+        }
+        self.campaign_timer();
         started
+    }
+
+    /// Queues the campaign's next deadline.
+    fn campaign_timer(&mut self) {
+        let Some(state) = self.campaign.as_mut() else { return };
+        let due = state.campaign.poll_timeout().map(|due| due.max(self.now));
+        if state.timer.map(|(t, _)| t) == due {
+            return;
+        }
+        if let Some((_, handle)) = state.timer.take() {
+            self.queue.cancel(handle);
+        }
+        if let Some(due) = due {
+            let handle = self.queue.push(due, Event::CampaignTimer);
+            if let Some(state) = self.campaign.as_mut() {
+                state.timer = Some((due, handle));
+            }
+        }
+    }
+
+    /// Queues an event for the campaign (its devices' first registrations).
+    pub(super) fn schedule_campaign_event(&mut self, at: Instant, index: u32) {
+        self.queue.push(at, Event::CampaignSeen(index));
+    }
+
+    /// Whether the run is over: every upgrade ended (the sequential fleet),
+    /// or the campaign completed and nothing runs.
+    fn done(&self) -> bool {
+        match &self.campaign {
+            None => self.finished == self.config.devices,
+            Some(state) => state.campaign.is_completed() && self.active == 0,
+        }
     }
 
     fn schedule(&mut self, at: Instant, event: Event) -> EventHandle {
@@ -506,11 +612,33 @@ impl Fleet {
 
     /// Runs until every task has ended or nothing is left to happen, calling
     /// `progress(finished, total)` now and then. Returns the report.
-    pub fn run(mut self, mut progress: impl FnMut(usize, usize)) -> FleetReport {
+    pub fn run(mut self, progress: impl FnMut(usize, usize)) -> FleetReport {
+        self.run_events(progress);
+        self.report()
+    }
+
+    /// Runs a campaign's fleet; then closes the campaign (devices still
+    /// waiting are not started) and returns it with the report.
+    pub(super) fn run_campaign(mut self, progress: impl FnMut(usize, usize)) -> (FleetReport, Box<CampaignState>) {
+        self.run_events(progress);
+        let now = self.now;
+        let mut state = self.campaign.take().expect("a campaign's fleet");
+        if !state.campaign.is_completed() {
+            // Nothing is left to happen: the campaign closes where it stands.
+            let _ = state.campaign.close(now);
+            while let Some(output) = state.campaign.poll_output() {
+                state.events.push((now, output));
+            }
+        }
+        state.end = now;
+        (self.report(), state)
+    }
+
+    fn run_events(&mut self, mut progress: impl FnMut(usize, usize)) {
         let total = self.config.devices;
         let mut steps: u64 = 0;
         while let Some((at, event)) = self.queue.pop() {
-            if self.finished == total {
+            if self.done() {
                 break;
             }
             self.now = self.now.max(at);
@@ -521,14 +649,13 @@ impl Fleet {
             }
         }
         progress(self.finished, total);
-        self.report()
     }
 
     fn report(mut self) -> FleetReport {
         // Tasks still running when nothing was left to happen are stuck.
-        self.report.stuck = self.slots.iter().filter(|s| s.member.is_some()).count() as u64
-            + (self.config.devices - self.next_to_start) as u64
-            + self.refused;
+        let unstarted = if self.campaign.is_some() { 0 } else { self.config.devices - self.next_to_start };
+        self.report.stuck =
+            self.slots.iter().filter(|s| s.member.is_some()).count() as u64 + unstarted as u64 + self.refused;
         let durations = &mut self.durations;
         durations.sort_unstable();
         let pick = |q: f64| -> f64 {
@@ -598,6 +725,21 @@ impl Fleet {
                 if let Some(message) = self.uplinks.take(message) {
                     self.send_uplink(at, message, attempt);
                 }
+            }
+            Event::CampaignTimer => {
+                let Some(state) = self.campaign.as_mut() else { return };
+                if state.timer.is_some_and(|(t, _)| t <= now) {
+                    state.timer = None;
+                    let _ = state.campaign.handle_timeout(now);
+                }
+                self.after_endpoint();
+                self.campaign_timer();
+            }
+            Event::CampaignSeen(index) => {
+                let Some(state) = self.campaign.as_mut() else { return };
+                state.seen(index, now);
+                self.after_endpoint();
+                self.campaign_timer();
             }
         }
     }
@@ -816,13 +958,18 @@ impl Fleet {
                 let message = self.message_id;
                 let operation = match transmit.request {
                     DownlinkRequest::Operation(operation) => operation,
-                    DownlinkRequest::Block { block, size1, payload } => Operation::WriteBlock {
-                        path: Path::resource(5, 0, 0),
-                        format: ContentFormat::Opaque,
-                        block,
-                        total_size: Some(size1),
-                        payload,
-                    },
+                    DownlinkRequest::Block { block, size1, payload } => {
+                        if let Some(state) = self.campaign.as_mut() {
+                            state.count_bytes(self.now, self.now, payload.len() as u64);
+                        }
+                        Operation::WriteBlock {
+                            path: Path::resource(5, 0, 0),
+                            format: ContentFormat::Opaque,
+                            block,
+                            total_size: Some(size1),
+                            payload,
+                        }
+                    }
                 };
                 match operation {
                     Operation::Observe { .. } => member.observations.push((message, transmit.token)),
@@ -873,6 +1020,20 @@ impl Fleet {
         }
         let elapsed = self.now.saturating_duration_since(member.started_at).as_millis();
         self.durations.push(u32::try_from(elapsed).unwrap_or(u32::MAX));
+        if let Some(state) = self.campaign.as_mut() {
+            let view = self.endpoint.device(member.id);
+            let attempts = view.as_ref().and_then(|v| v.task).map_or(0, |t| t.attempt());
+            let (downlinks, uplinks) = view.map_or((0, 0), |v| (v.downlinks, v.uplinks));
+            let report = UpgradeReport {
+                outcome,
+                attempts,
+                downlinks: u32::try_from(downlinks).unwrap_or(u32::MAX),
+                uplinks: u32::try_from(uplinks).unwrap_or(u32::MAX),
+                strategy_used: None,
+            };
+            state.running.remove(&member.campaign);
+            let _ = state.campaign.finished(self.now, CampaignDevice::from_index(member.campaign), report);
+        }
         let retransmits = member.outstanding.iter().filter_map(|o| o.retransmit);
         for handle in member.device_timer.map(|(_, h)| h).into_iter().chain(retransmits) {
             self.queue.cancel(handle);
@@ -886,6 +1047,13 @@ impl Fleet {
 
     fn after_device(&mut self, at: MemberRef) {
         let now = self.now;
+        if let Some(state) = self.campaign.as_mut() {
+            if let Some((start, end, bytes)) =
+                member_in(&mut self.slots, at).and_then(|m| m.device.take_download_span())
+            {
+                state.count_bytes(start, end, bytes);
+            }
+        }
         loop {
             let Some(member) = self.member(at) else { return };
             let Some(message) = member.device.poll_message() else { break };

@@ -18,12 +18,14 @@
 //! assert!(matches!(device.poll_message(), Some(ClientMessage::Register(_))));
 //! ```
 
+mod campaign;
 mod device;
 mod fleet;
 mod network;
 pub mod profile;
 mod rng;
 
+pub use campaign::{CampaignRun, CampaignSimConfig, DeviceBlock, run_campaign};
 pub use device::{IMAGE_HEADER, ImageStore, SimDevice, SimImage, image_bytes, image_version};
 pub use fleet::{Durations, Fleet, FleetConfig, FleetReport, registration_query, run_fleet};
 pub use network::{LinkParams, Network};
