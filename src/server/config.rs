@@ -16,7 +16,9 @@ fn default_request_timeout() -> Duration {
 }
 
 /// How the server learns the device's FOTA State and Update Result
-/// (features.md S1–S5). More optimised strategies demand more of the device.
+/// (features.md S1–S5). More optimised strategies demand more of the device;
+/// with [`UpgradeConfig::fallback`] (C6) a device that refuses what S2–S5
+/// need is read as under S1 instead of failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
