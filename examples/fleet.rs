@@ -2,14 +2,17 @@
 //! all five side by side, and prints what each cost.
 //!
 //! ```text
-//! cargo run --release --example fleet -- [--devices N] [--strategy S] [--delivery D] [--profile P] [--seed K] [--json]
+//! cargo run --release --example fleet -- [--devices N] [--strategy S] [--delivery D] [--profile P] [--seed K] [--json] [--fallback]
 //! ```
 //!
 //! S: `read`, `observe-resources`, `observe-instance`, `send`, `observe-only`,
 //! or `all` (default). D: `pull` (default) or `push`. P: `conforming`, `lossy`,
 //! `rebooting`, `slow-uplink`, `no-send`, `poor` or `mixed` (default). Without
 //! `--json`: a progress bar and a table per strategy; with it, one JSON object
-//! per strategy per line.
+//! per strategy per line. `--fallback` turns on the adaptive strategy (C6,
+//! `UpgradeConfig::fallback`, off by default): a device that refuses what the
+//! strategy needs is read instead of failed; the table and the JSON then also
+//! count the devices that fell back (`fell_back`).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -29,7 +32,7 @@ use lwm2m_fota::sim::{FleetConfig, FleetProfile, FleetReport, run_fleet};
 /// in BENCHMARKS.md).
 const CONCURRENCY: usize = 2_000;
 
-const USAGE: &str = "usage: fleet [--devices N] [--strategy read|observe-resources|observe-instance|send|observe-only|all] [--delivery pull|push] [--profile conforming|lossy|rebooting|slow-uplink|no-send|poor|mixed] [--seed K] [--json]";
+const USAGE: &str = "usage: fleet [--devices N] [--strategy read|observe-resources|observe-instance|send|observe-only|all] [--delivery pull|push] [--profile conforming|lossy|rebooting|slow-uplink|no-send|poor|mixed] [--seed K] [--json] [--fallback]";
 
 struct Args {
     devices: usize,
@@ -38,6 +41,7 @@ struct Args {
     profile: FleetProfile,
     seed: u64,
     json: bool,
+    fallback: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -48,11 +52,16 @@ fn parse_args() -> Result<Args, String> {
         profile: FleetProfile::Mixed,
         seed: 1,
         json: false,
+        fallback: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--json" {
             args.json = true;
+            continue;
+        }
+        if flag == "--fallback" {
+            args.fallback = true;
             continue;
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value; {USAGE}"))?;
@@ -79,18 +88,19 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn upgrade_config(strategy: Strategy, delivery: Delivery) -> UpgradeConfig {
+fn upgrade_config(strategy: Strategy, delivery: Delivery, fallback: bool) -> UpgradeConfig {
     let mut config = UpgradeConfig::new("coap://fw.example.com/images/", "device-fw-2.0.0.bin", 64 * 1024);
     config.strategy = strategy;
     config.delivery = delivery;
     config.protocol = Protocol::Coap;
     config.target_version = Some("2.0.0".into());
+    config.fallback = fallback;
     config
 }
 
 fn json_line(args: &Args, strategy: Strategy, report: &FleetReport, wall_ms: u128) -> String {
     let failed: BTreeMap<&str, u64> = report.failed.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    serde_json::json!({
+    let mut line = serde_json::json!({
         "strategy": strategy.name(),
         "delivery": args.delivery.name(),
         "profile": args.profile.name(),
@@ -105,8 +115,13 @@ fn json_line(args: &Args, strategy: Strategy, report: &FleetReport, wall_ms: u12
         "sim_duration_s": { "p50": report.durations.p50, "p99": report.durations.p99, "max": report.durations.max },
         "wall_ms": wall_ms,
         "task_bytes": report.task_bytes,
-    })
-    .to_string()
+    });
+    // Only with --fallback: the output without it stays as it was.
+    if args.fallback {
+        line["fallback"] = true.into();
+        line["fell_back"] = report.fell_back.into();
+    }
+    line.to_string()
 }
 
 fn table(args: &Args, rows: &[(Strategy, FleetReport, u128)]) {
@@ -164,6 +179,12 @@ fn table(args: &Args, rows: &[(Strategy, FleetReport, u128)]) {
         let reasons: Vec<String> = r.late_succeeded.iter().map(|(k, v)| format!("after {k} {v}")).collect();
         println!("  {:<18} late successes: {}", strategy.name(), reasons.join(", "));
     }
+    if args.fallback {
+        println!("\nfallback on (C6): devices that fell back to reads:");
+        for (strategy, r, _) in rows {
+            println!("  {:<18} {}", strategy.name(), r.fell_back);
+        }
+    }
     if let Some((_, r, _)) = rows.first() {
         println!("\none task's state: {} bytes", r.task_bytes);
     }
@@ -182,7 +203,7 @@ fn main() -> ExitCode {
         let config = FleetConfig {
             devices: args.devices,
             profile: args.profile,
-            upgrade: Arc::new(upgrade_config(strategy, args.delivery)),
+            upgrade: Arc::new(upgrade_config(strategy, args.delivery, args.fallback)),
             initial_version: "1.0.0".into(),
             seed: args.seed,
             concurrency: CONCURRENCY,

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | [`device`] | the Firmware Update object (/5) state machine as a device runs it | no (`alloc`) |
 //! | [`codec`] | TLV, SenML-CBOR, SenML-JSON, LwM2M-CBOR, plain text, opaque and single-value CBOR | no (`alloc`) |
-//! | [`server`] | one device's upgrade task: five strategies, push and pull, timeouts, resume, retries, verification | no (`alloc`) |
+//! | [`server`] | one device's upgrade task: five strategies (with the adaptive fallback to reads), push and pull, timeouts, resume, retries, verification | no (`alloc`) |
 //! | `sim` (feature `sim`) | deterministic simulated devices and a lossy, delaying network | yes |
 //! | [`campaign`] | the firmware catalogue, settings and task templates (campaigns: under way) | no (`alloc`) |
 //! | [`model`] | paths, values, content formats, object and resource definitions (/1, /3, /5 built in) | no (`alloc`) |

@@ -20,7 +20,7 @@ use lwm2m_fota::model::{
 };
 use lwm2m_fota::server::{Delivery, RequestKind, Strategy, TaskInput, TaskOutput, UpgradeConfig, UpgradeTask};
 
-const CODES: [ResponseCode; 11] = [
+const CODES: [ResponseCode; 12] = [
     ResponseCode::CONTENT,
     ResponseCode::CHANGED,
     ResponseCode::CONTINUE,
@@ -32,6 +32,8 @@ const CODES: [ResponseCode; 11] = [
     ResponseCode::REQUEST_ENTITY_TOO_LARGE,
     ResponseCode::SERVICE_UNAVAILABLE,
     ResponseCode::INTERNAL_SERVER_ERROR,
+    // 5.01 Not Implemented: with 4.04 and 4.05, what C6 falls back on.
+    ResponseCode::new(5, 1),
 ];
 
 fn registration(queue_mode: bool) -> Registration {
@@ -184,6 +186,9 @@ pub fn drive(input: &[u8]) {
     config.protocol = lwm2m_fota::model::Protocol::Coap;
     config.use_observe = head & 0x40 != 0;
     config.resume_after_downlink_failure = head & 0x80 != 0;
+    // C6 on about half the inputs (the head's bits are all taken: this is a
+    // mix of them, not one more).
+    config.fallback = (head / 15) % 2 == 1;
     config.target_version = Some("2.0.0".into());
     config.timeout = Duration::from_secs(900);
     let limit = config.timeout * 2 + config.request_timeout * 2;
@@ -277,6 +282,9 @@ pub fn drive(input: &[u8]) {
         assert!(result.is_ok(), "{result:?}");
         let sent = drain(&mut task, &mut requests, &mut observations);
         assert!(sent <= 1 || task.outcome().is_some(), "{sent} requests at once");
+        // C6: only a task configured to falls back, and then it reads.
+        assert!(task.config().fallback || !task.fell_back(), "fell back with fallback off");
+        assert!(!task.fell_back() || task.strategy_used() == Strategy::Reads);
     }
     // The device falls silent: only timers run, and they end the task.
     let silent_from = now;

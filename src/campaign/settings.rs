@@ -142,6 +142,11 @@ pub struct TaskTemplate {
     pub use_observe: Option<bool>,
     /// B8: attempts in all.
     pub max_attempts: Option<u32>,
+    /// C6, the adaptive strategy ([`UpgradeConfig::fallback`]): JSON
+    /// `fallback`. Unlike the other fields, a template that leaves it out
+    /// turns it on (templates fall back by default); `Some(false)` keeps the
+    /// reference's behaviour of failing the device.
+    pub fallback: Option<bool>,
 }
 
 /// The protocol names templates use.
@@ -202,6 +207,8 @@ struct TemplateSpec {
     use_observe: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fallback: Option<bool>,
 }
 
 #[cfg(feature = "serde")]
@@ -247,6 +254,7 @@ impl TryFrom<TemplateSpec> for TaskTemplate {
             extend_lifetime: spec.extend_lifetime,
             use_observe: spec.use_observe,
             max_attempts: spec.max_attempts,
+            fallback: spec.fallback,
         })
     }
 }
@@ -266,13 +274,16 @@ impl From<TaskTemplate> for TemplateSpec {
             extend_lifetime: t.extend_lifetime,
             use_observe: t.use_observe,
             max_attempts: t.max_attempts,
+            fallback: t.fallback,
         }
     }
 }
 
 impl TaskTemplate {
-    /// Writes what the template gives over `config`.
+    /// Writes what the template gives over `config`, and turns the fallback
+    /// (C6) on unless the template turns it off.
     pub fn apply(&self, config: &mut UpgradeConfig) {
+        config.fallback = self.fallback.unwrap_or(true);
         if let Some(v) = self.strategy {
             config.strategy = v;
         }
@@ -451,8 +462,14 @@ mod tests {
         assert_eq!((named.config.strategy, named.config.delivery), (Strategy::ObserveInstance, Delivery::Push));
         assert_eq!((named.config.timeout, named.config.execute_immediately), (Duration::from_secs(1200), false));
         assert_eq!(named.config.retry.max_attempts, 3);
-        // What the template leaves out keeps the default system task's value.
+        // What the template leaves out keeps the default system task's value,
+        // but the fallback (C6), on in templates unless they turn it off.
         assert_eq!(named.config.extend_lifetime, base.extend_lifetime);
+        assert!(!base.fallback && named.config.fallback);
+        let strict = TaskTemplate { fallback: Some(false), ..TaskTemplate::default() };
+        templates.insert(String::from("strict"), strict);
+        let strict = settings(&[(TEMPLATE_NAME, text("strict"))]);
+        assert!(!configure(&base, &templates, &tree, &strict, &[], &file()).config.fallback);
         let unknown = settings(&[(TEMPLATE_NAME, text("slow"))]);
         let fallback = configure(&base, &templates, &tree, &unknown, &[], &file());
         assert_eq!(fallback.template, TemplateChoice::DefaultUnknown("slow".into()));
@@ -493,9 +510,15 @@ mod tests {
     fn templates_read_from_json_and_bad_fields_are_named() {
         let json = r#"{"strategy": "observe-instance", "delivery": "pull", "protocol": "coap", "timeout_s": 1200,
             "use_cached_data_model": false, "resume_after_downlink_failure": true, "execute_immediately": true,
-            "check_delivery_and_protocol": true, "extend_lifetime": true, "max_attempts": 3}"#;
+            "check_delivery_and_protocol": true, "extend_lifetime": true, "max_attempts": 3, "fallback": false}"#;
         let template: TaskTemplate = serde_json::from_str(json).unwrap();
         assert_eq!(template.protocol, Some(Protocol::Coap));
+        assert_eq!(template.fallback, Some(false));
+        let unsaid: TaskTemplate = serde_json::from_str(r#"{"strategy": "send"}"#).unwrap();
+        assert_eq!(unsaid.fallback, None);
+        let mut config = UpgradeConfig::new("coap://fw/", "app.bin", 100);
+        unsaid.apply(&mut config);
+        assert!(config.fallback);
         assert_eq!(template.timeout, Some(Duration::from_secs(1200)));
         let back: TaskTemplate = serde_json::from_str(&serde_json::to_string(&template).unwrap()).unwrap();
         assert_eq!(back, template);

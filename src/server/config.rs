@@ -16,7 +16,9 @@ fn default_request_timeout() -> Duration {
 }
 
 /// How the server learns the device's FOTA State and Update Result
-/// (features.md S1–S5). More optimised strategies demand more of the device.
+/// (features.md S1–S5). More optimised strategies demand more of the device;
+/// with [`UpgradeConfig::fallback`] (C6) a device that refuses what S2–S5
+/// need is read as under S1 instead of failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
@@ -182,6 +184,21 @@ pub struct UpgradeConfig {
     /// How long a queue-mode device listens after an uplink (default 93 s,
     /// RFC 7252 MAX_TRANSMIT_WAIT).
     pub queue_window: Duration,
+    /// C6, the adaptive strategy: a device that refuses what the strategy
+    /// needs continues with S1 reads instead of failing. It refuses an
+    /// Observe (S2, S3, S5, and U9) with 4.04, 4.05 or 5.01, or, under S4,
+    /// sends no Send with its /5 state for a step timeout in a step that
+    /// waits for one. The task reports the change
+    /// ([`TaskEvent::StrategyChanged`](super::TaskEvent::StrategyChanged))
+    /// and [`UpgradeTask::strategy_used`](super::UpgradeTask::strategy_used)
+    /// tells the strategy in effect.
+    ///
+    /// Default off here ([`UpgradeConfig::new`] keeps the reference's
+    /// behaviour: such a device fails, as before this option existed, and a
+    /// snapshot without the field loads with it off); campaign templates turn
+    /// it on unless they say otherwise.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub fallback: bool,
 }
 
 impl UpgradeConfig {
@@ -208,6 +225,7 @@ impl UpgradeConfig {
             retry: RetryPolicy::default(),
             block_size: 1024,
             queue_window: Duration::from_secs(93),
+            fallback: false,
         }
     }
 

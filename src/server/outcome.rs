@@ -4,7 +4,7 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use core::fmt;
 
-use super::Delivery;
+use super::{Delivery, Strategy};
 use crate::model::{DeliveryMethod, Protocol, ProtocolSet, ResponseCode, State, UpdateResult};
 
 /// Where an upgrade stands.
@@ -242,6 +242,16 @@ pub enum TaskEvent {
         failure: Failure,
         /// The new attempt's number (2 for the first retry).
         attempt: u32,
+    },
+    /// C6: the device refused what strategy `from` needs (an Observe refused
+    /// with 4.04, 4.05 or 5.01, or no Send with its state within a step
+    /// timeout); the task goes on with `to` (S1 reads) instead of failing.
+    /// Reported once, before the request that uses the new strategy.
+    StrategyChanged {
+        /// The strategy the task used until now.
+        from: Strategy,
+        /// The strategy it uses from now on.
+        to: Strategy,
     },
     /// The end.
     Finished(Outcome),

@@ -36,7 +36,8 @@ use crate::model::{
 };
 use crate::server::{
     DeviceId, DeviceRequest, DeviceResponse, DownlinkRequest, Endpoint, EndpointConfig, EndpointEvent, EndpointOutput,
-    Location, MAX_TRANSMIT_WAIT, MemoryImage, Method, Outcome, RegistrationLimits, Token, UpgradeConfig, UpgradeTask,
+    Location, MAX_TRANSMIT_WAIT, MemoryImage, Method, Outcome, RegistrationLimits, TaskEvent, Token, UpgradeConfig,
+    UpgradeTask,
 };
 
 /// RFC 7252 ACK_TIMEOUT (the simulation uses its lower bound).
@@ -88,6 +89,10 @@ pub struct FleetReport {
     pub late_succeeded: BTreeMap<String, u64>,
     /// Failures by reason ([`crate::server::Failure::reason`]).
     pub failed: BTreeMap<String, u64>,
+    /// Upgrades whose task fell back to reads (C6,
+    /// [`UpgradeConfig::fallback`]): the devices whose `strategy_used` is
+    /// not the configured strategy.
+    pub fell_back: u64,
     /// Tasks that never ended (must be 0).
     pub stuck: u64,
     /// Messages the server sent (retransmissions included).
@@ -1000,6 +1005,9 @@ impl Fleet {
                     self.by_device[device.index()] = None;
                     self.finish(slot, &outcome);
                 }
+            }
+            EndpointOutput::Event(_, EndpointEvent::Task(TaskEvent::StrategyChanged { .. })) => {
+                self.report.fell_back += 1
             }
             EndpointOutput::Event(..) => {}
         }

@@ -109,6 +109,14 @@ struct History {
     uri_writes: u8,
     /// A Send arrived (S4).
     seen_send: bool,
+    /// A Send with State or Update Result arrived (S4; C6 falls back to
+    /// reads without one).
+    #[cfg_attr(feature = "serde", serde(default))]
+    sent_state: bool,
+    /// C6: the device refused what the configured strategy needs; the task
+    /// reads (S1) from then on.
+    #[cfg_attr(feature = "serde", serde(default))]
+    fell_back: bool,
 }
 
 /// One device's firmware upgrade: strategy × delivery × protocol, timeout,
@@ -217,7 +225,25 @@ impl UpgradeTask {
         matches!(self.phase, Phase::Finished { watch: Some(_), .. })
     }
 
+    /// The strategy in effect: the configured one (S1 with U9
+    /// `use_observe` is S2), or [`Strategy::Reads`] once the task fell back
+    /// (C6, [`UpgradeConfig::fallback`]) because the device refused what the
+    /// configured strategy needs. A task that finished tells the strategy it
+    /// finished with; a fallback is also reported as
+    /// [`TaskEvent::StrategyChanged`].
+    pub fn strategy_used(&self) -> Strategy {
+        self.strategy()
+    }
+
+    /// True when the task fell back to reads (C6).
+    pub fn fell_back(&self) -> bool {
+        self.history.fell_back
+    }
+
     fn strategy(&self) -> Strategy {
+        if self.history.fell_back {
+            return Strategy::Reads;
+        }
         match self.config.strategy {
             // U9: firmwareUpdateUseObserve turns S1 into S2.
             Strategy::Reads if self.config.use_observe => Strategy::ObserveResources,
@@ -352,6 +378,9 @@ impl UpgradeTask {
                 self.history.seen_send = true;
                 let mut facts = Facts::default();
                 let decoded = facts::decode_into(format, &crate::model::Path::ROOT, payload, &mut facts);
+                if decoded && facts.state_seen() {
+                    self.history.sent_state = true;
+                }
                 self.on(now, Event::Send { facts: decoded.then_some(&facts) });
                 return Ok(());
             }

@@ -273,6 +273,9 @@ impl Legacy {
                 execute_sent: self.execute_sent,
                 uri_writes: self.uri_writes,
                 seen_send: self.seen_send,
+                // Format 0 predates C6: its configuration has no fallback.
+                sent_state: self.seen_send,
+                fell_back: false,
             },
             observations: Observations { ids: self.observations, wanted: self.want_observe },
             next_id: self.next_id,

@@ -152,6 +152,14 @@ pub(super) enum Event<'a> {
     Check,
 }
 
+/// 5.01 Not Implemented (RFC 7252 §5.9.3.2).
+const NOT_IMPLEMENTED: ResponseCode = ResponseCode::new(5, 1);
+
+/// C6: 4.04, 4.05 and 5.01 to an Observe say the device does not support it.
+fn unsupported(code: ResponseCode) -> bool {
+    matches!(code, ResponseCode::NOT_FOUND | ResponseCode::METHOD_NOT_ALLOWED | NOT_IMPLEMENTED)
+}
+
 /// 4.00, 4.05 and 4.06 may only mean a request arrived twice.
 fn ambiguous(code: ResponseCode) -> bool {
     matches!(code, ResponseCode::BAD_REQUEST | ResponseCode::METHOD_NOT_ALLOWED | ResponseCode::NOT_ACCEPTABLE)
@@ -280,6 +288,12 @@ impl UpgradeTask {
                 if code != ResponseCode::CONTENT && self.config.target_version.is_none() =>
             {
                 self.known.version = Some(Box::from(""));
+            }
+            // C6: an Observe refused as not allowed or not supported: the
+            // strategy cannot work, reads can (the request in flight was the
+            // Observe, so the phase's next request is the Read it now wants).
+            (_, E::Answer { action: Action::Observe(_), code, .. }) if self.config.fallback && unsupported(code) => {
+                self.fall_back()
             }
             // A look refused (4.05 to Observe under S2, say): the strategy cannot work.
             (_, E::Answer { action, code, .. }) if action.looks() && code != ResponseCode::CONTENT => {
@@ -561,6 +575,15 @@ impl UpgradeTask {
                 match self.strategy() {
                     // S5 never reads: observe again, whose answer carries the value.
                     Strategy::ObserveOnly => self.refresh_state(),
+                    // C6: a device that sent no state for a step timeout
+                    // while the task waits for one is read instead.
+                    Strategy::Send
+                        if self.config.fallback
+                            && !self.history.sent_state
+                            && self.phase.step() != Step::Inspecting =>
+                    {
+                        self.fall_back()
+                    }
                     // S4 reads only what Sends lack: a device that never sent waits.
                     Strategy::Send if !self.history.seen_send && self.phase.step() != Step::Inspecting => {}
                     _ => self.attempt.read_owed = true,
@@ -819,6 +842,20 @@ impl UpgradeTask {
         {
             self.attempt.read_owed = true;
         }
+    }
+
+    /// C6: the device refused what the strategy needs: S1 reads from now on
+    /// (no more Observes; a Read owed at once; reads on every uplink).
+    /// Observations already in place stay: their notifications still count.
+    fn fall_back(&mut self) {
+        if self.history.fell_back {
+            return;
+        }
+        let from = self.strategy();
+        self.history.fell_back = true;
+        self.observations.wanted = 0;
+        self.attempt.read_owed = true;
+        self.events.push_back(TaskEvent::StrategyChanged { from, to: Strategy::Reads });
     }
 
     /// The request for `action` goes again.

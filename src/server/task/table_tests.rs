@@ -801,3 +801,103 @@ fn an_endless_timeout_still_retries() {
     task.on(T0, Event::Check);
     assert_eq!(task.attempt.number, 2);
 }
+
+// ----- C6: the adaptive strategy -----
+
+fn with_fallback(strategy: Strategy) -> UpgradeConfig {
+    let mut c = config(strategy);
+    c.fallback = true;
+    c
+}
+
+#[test]
+fn a_refused_observe_falls_back_to_reads() {
+    for (strategy, phase) in [
+        (Strategy::ObserveResources, Phase::Observing),
+        (Strategy::ObserveInstance, Phase::Observing),
+        (Strategy::ObserveOnly, Phase::Inspecting),
+        (Strategy::ObserveOnly, Phase::Verifying),
+    ] {
+        for code in [ResponseCode::METHOD_NOT_ALLOWED, ResponseCode::NOT_FOUND, NOT_IMPLEMENTED] {
+            let mut task = task_in(with_fallback(strategy), phase, State::Idle, UpdateResult::Initial);
+            task.observations.wanted = task.observe_targets();
+            answer(&mut task, Action::Observe(Target::State), code);
+            assert_eq!(task.outcome(), None, "{strategy:?} {code}");
+            assert!(task.fell_back() && task.history.fell_back);
+            assert_eq!((task.strategy_used(), task.observations.wanted), (Strategy::Reads, 0));
+            let changed = TaskEvent::StrategyChanged { from: strategy, to: Strategy::Reads };
+            assert_eq!(events(&mut task).first(), Some(&changed), "{strategy:?} {code}");
+            // The phase goes on with reads: no Observe again.
+            let next = task.wanted();
+            assert!(!matches!(next, Some(Action::Observe(_))), "{strategy:?} {phase:?}: {next:?}");
+        }
+    }
+    // Observing with nothing left to observe moves on.
+    let mut observing =
+        task_in(with_fallback(Strategy::ObserveResources), Phase::Observing, State::Idle, UpdateResult::Initial);
+    observing.observations.wanted = observing.observe_targets();
+    answer(&mut observing, Action::Observe(Target::State), ResponseCode::METHOD_NOT_ALLOWED);
+    assert_eq!(observing.phase, Phase::WritingUri { look: NO_LOOK });
+    // U9 turns S1 into S2; its refused Observe falls back to plain S1.
+    let mut c = with_fallback(Strategy::Reads);
+    c.use_observe = true;
+    let mut u9 = task_in(c, Phase::Observing, State::Idle, UpdateResult::Initial);
+    answer(&mut u9, Action::Observe(Target::Result), ResponseCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        events(&mut u9).first(),
+        Some(&TaskEvent::StrategyChanged { from: Strategy::ObserveResources, to: Strategy::Reads })
+    );
+}
+
+#[test]
+fn without_fallback_or_for_other_codes_a_refused_observe_still_fails() {
+    let mut strict = task_in(config(Strategy::ObserveResources), Phase::Observing, State::Idle, UpdateResult::Initial);
+    answer(&mut strict, Action::Observe(Target::State), ResponseCode::METHOD_NOT_ALLOWED);
+    assert_eq!(failed(&strict), rejected(Step::Observing, ResponseCode::METHOD_NOT_ALLOWED));
+    assert_eq!(strict.strategy_used(), Strategy::ObserveResources);
+    // 4.00 is no "not supported": the fallback does not hide it.
+    let mut bad =
+        task_in(with_fallback(Strategy::ObserveResources), Phase::Observing, State::Idle, UpdateResult::Initial);
+    answer(&mut bad, Action::Observe(Target::State), ResponseCode::BAD_REQUEST);
+    assert_eq!(failed(&bad), rejected(Step::Observing, ResponseCode::BAD_REQUEST));
+    assert!(!bad.fell_back());
+    // A refused Read is no refused Observe.
+    let mut read = task_in(with_fallback(Strategy::Reads), Phase::Verifying, State::Idle, UpdateResult::Success);
+    answer(&mut read, Action::ReadVersion, ResponseCode::METHOD_NOT_ALLOWED);
+    assert_eq!(failed(&read), rejected(Step::Verifying, ResponseCode::METHOD_NOT_ALLOWED));
+}
+
+#[test]
+fn a_send_device_silent_for_a_step_timeout_is_read_instead() {
+    // No Send: the step deadline falls back to reads.
+    let mut silent =
+        task_in(with_fallback(Strategy::Send), Phase::Downloading, State::Downloading, UpdateResult::Initial);
+    silent.on(secs(60), Event::Timer(Timer::Step));
+    assert!(silent.fell_back());
+    assert_eq!((silent.strategy_used(), silent.wanted()), (Strategy::Reads, Some(Action::ReadFirmware)));
+    assert_eq!(events(&mut silent), [TaskEvent::StrategyChanged { from: Strategy::Send, to: Strategy::Reads }]);
+    // From then on the device's uplinks are read at (S1).
+    silent.sent(2, Action::ReadFirmware);
+    silent.in_flight = None;
+    silent.on(secs(70), Event::RegistrationUpdated);
+    assert_eq!(silent.wanted(), Some(Action::ReadFirmware));
+    // Without fallback, it waits (and times out with no-send).
+    let mut strict = task_in(config(Strategy::Send), Phase::Downloading, State::Downloading, UpdateResult::Initial);
+    strict.on(secs(60), Event::Timer(Timer::Step));
+    assert!(!strict.fell_back() && strict.wanted().is_none());
+    // A device that sent its state keeps S4 (a quiet step is read, as before).
+    let mut sending =
+        task_in(with_fallback(Strategy::Send), Phase::Downloading, State::Downloading, UpdateResult::Initial);
+    sending.history.seen_send = true;
+    sending.history.sent_state = true;
+    sending.on(secs(60), Event::Timer(Timer::Step));
+    assert!(!sending.fell_back());
+    assert_eq!((sending.strategy_used(), sending.wanted()), (Strategy::Send, Some(Action::ReadFirmware)));
+    // Inspecting reads under S4 anyway: no fallback there.
+    let mut inspecting = task_in(with_fallback(Strategy::Send), Phase::Inspecting, State::Idle, UpdateResult::Initial);
+    inspecting.on(secs(60), Event::Timer(Timer::Step));
+    assert!(!inspecting.fell_back());
+    // Falling back happens once.
+    silent.on(secs(200), Event::Timer(Timer::Step));
+    assert!(events(&mut silent).iter().all(|e| !matches!(e, TaskEvent::StrategyChanged { .. })));
+}
