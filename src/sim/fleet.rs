@@ -1030,14 +1030,16 @@ impl Fleet {
         self.durations.push(u32::try_from(elapsed).unwrap_or(u32::MAX));
         if let Some(state) = self.campaign.as_mut() {
             let view = self.endpoint.device(member.id);
-            let attempts = view.as_ref().and_then(|v| v.task).map_or(0, |t| t.attempt());
+            let task = view.as_ref().and_then(|v| v.task);
+            let attempts = task.map_or(0, |t| t.attempt());
+            let strategy_used = task.map(|t| t.strategy_used());
             let (downlinks, uplinks) = view.map_or((0, 0), |v| (v.downlinks, v.uplinks));
             let report = UpgradeReport {
                 outcome,
                 attempts,
                 downlinks: u32::try_from(downlinks).unwrap_or(u32::MAX),
                 uplinks: u32::try_from(uplinks).unwrap_or(u32::MAX),
-                strategy_used: None,
+                strategy_used,
             };
             state.running.remove(&member.campaign);
             let _ = state.campaign.finished(self.now, CampaignDevice::from_index(member.campaign), report);
