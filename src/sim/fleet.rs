@@ -34,7 +34,8 @@ use crate::model::{
 };
 use crate::server::{
     DeviceId, DeviceRequest, DeviceResponse, DownlinkRequest, Endpoint, EndpointConfig, EndpointEvent, EndpointOutput,
-    Location, MAX_TRANSMIT_WAIT, MemoryImage, Method, Outcome, RegistrationLimits, Token, UpgradeConfig, UpgradeTask,
+    Location, MAX_TRANSMIT_WAIT, MemoryImage, Method, Outcome, RegistrationLimits, Strategy, Token, UpgradeConfig,
+    UpgradeTask,
 };
 
 /// RFC 7252 ACK_TIMEOUT (the simulation uses its lower bound).
@@ -459,7 +460,12 @@ impl Fleet {
             let i = self.next_to_start;
             self.next_to_start += 1;
             let profile = self.config.profile.for_device(self.config.seed, i as u64);
-            let device = SimDevice::new(i as u64, profile, self.config.seed, &self.config.initial_version, self.now);
+            let mut device =
+                SimDevice::new(i as u64, profile, self.config.seed, &self.config.initial_version, self.now);
+            // The operator configures devices for Send only for S4; the
+            // fleet's transport acknowledges each confirmable uplink.
+            device.configure_send(self.config.upgrade.strategy == Strategy::Send);
+            device.set_nstart(true);
             let Ok(id) = self.endpoint.upgrade(self.now, &device.endpoint(), self.config.upgrade.clone()) else {
                 self.refused += 1;
                 continue;
@@ -763,11 +769,23 @@ impl Fleet {
                 let _ = endpoint.handle_request(now, peer, &request);
             }
         }
+        // A confirmable uplink's answer is its ACK (the fleet delivers it at
+        // once): the device may send its next one (NSTART = 1).
+        let acknowledged = !refused
+            && matches!(
+                message,
+                ClientMessage::Register(_)
+                    | ClientMessage::Update { .. }
+                    | ClientMessage::Send { .. }
+                    | ClientMessage::Deregister
+            );
         if refused {
             member.device.uplink_failed(now, &message);
+        } else if acknowledged {
+            member.device.uplink_acknowledged(now, &message);
         }
         self.after_endpoint();
-        if refused {
+        if refused || acknowledged {
             self.after_device(at);
         }
     }
