@@ -20,7 +20,15 @@
 //! remembers which exchange token each id carries. A response is piggybacked
 //! on the ACK of its request: it stops the request's retransmissions, and a
 //! copy arriving after its exchange ended is dropped, as a CoAP binding drops
-//! an ACK it no longer waits for.
+//! an ACK it no longer waits for. The answer to a device's confirmable
+//! uplink (Register, Update, Send, De-register) is the endpoint's reply, given
+//! at once; the fleet hands it back to the device as that uplink's
+//! acknowledgement ([`SimDevice::uplink_acknowledged`]), so a device under
+//! NSTART = 1 sends its next confirmable uplink only then.
+//!
+//! Each device is configured for LwM2M Send only when the upgrade's strategy
+//! is [`Strategy::Send`] (S4), as an operator configures devices for it; under
+//! the other strategies devices do not send.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
