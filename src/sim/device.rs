@@ -163,6 +163,15 @@ pub struct SimDevice {
     pace: Option<u64>,
     /// The last download's span and bytes, until taken.
     download_span: Option<(Instant, Instant, u64)>,
+    /// The server configured it for LwM2M Send ([`configure_send`](Self::configure_send)).
+    send_configured: bool,
+    /// NSTART = 1 ([`set_nstart`](Self::set_nstart)): the caller reports the
+    /// end of each confirmable uplink, and no other goes out before.
+    nstart: bool,
+    /// The confirmable uplink sent and not yet acknowledged (under NSTART = 1).
+    in_flight: Option<ClientMessage>,
+    /// Confirmable uplinks waiting for `in_flight`'s acknowledgement.
+    held: VecDeque<ClientMessage>,
 }
 
 /// A pull download the caller performs (the swarm, over real CoAP).
@@ -196,7 +205,9 @@ impl SimDevice {
             send_on_change: profile.send == SendMode::OnChange && profile.lwm2m_version >= Lwm2mVersion::V1_1,
             unix_time_offset: 1_700_000_000,
         };
-        let boot = Duration::from_millis(rng.below(5_000));
+        let (earliest, latest) = profile.first_register;
+        let spread = latest.saturating_sub(earliest).as_millis() as u64;
+        let boot = earliest + Duration::from_millis(rng.below(spread));
         SimDevice {
             id,
             profile,
@@ -222,6 +233,60 @@ impl SimDevice {
             external: None,
             pace: None,
             download_span: None,
+            send_configured: true,
+            nstart: false,
+            in_flight: None,
+            held: VecDeque::new(),
+        }
+    }
+
+    /// Whether the server configured the device for LwM2M Send, as an
+    /// operator does for the Send strategy (S4). A new device is configured
+    /// (it sends if its profile's [`SendMode`] says so); a device that is not
+    /// never sends, whatever its profile. A [`SendMode::Silent`] device is
+    /// configured and still silent. Takes effect from the next State change
+    /// or Register.
+    pub fn configure_send(&mut self, configured: bool) {
+        self.send_configured = configured;
+    }
+
+    /// Whether it sends LwM2M Send (configured for it, and its profile sends).
+    pub fn sends(&self) -> bool {
+        self.send_configured && self.firmware.config().send_on_change
+    }
+
+    /// NSTART = 1 (RFC 7252 §4.7): with `on`, the device sends no confirmable
+    /// uplink (Register, Update, Send, De-register) while the previous one is
+    /// unacknowledged; it waits, e.g. its after-boot Send for the Register's
+    /// answer. The caller then reports each confirmable uplink's end with
+    /// [`uplink_acknowledged`](Self::uplink_acknowledged) or
+    /// [`uplink_failed`](Self::uplink_failed). Off by default, for callers
+    /// whose transport keeps NSTART itself (the swarm's CoAP client).
+    pub fn set_nstart(&mut self, on: bool) {
+        self.nstart = on;
+        if !on {
+            self.in_flight = None;
+            self.outbox.extend(self.held.drain(..));
+        }
+    }
+
+    /// The server acknowledged the confirmable uplink `message` (its
+    /// response arrived): under NSTART = 1 the next waiting one goes out. An
+    /// acknowledgement of anything but the uplink in flight (a duplicate's,
+    /// or one sent before a reboot) is ignored.
+    pub fn uplink_acknowledged(&mut self, now: Instant, message: &ClientMessage) {
+        if self.in_flight.as_ref() == Some(message) {
+            self.release(now);
+        }
+    }
+
+    /// Ends the confirmable exchange in flight and sends the next one waiting.
+    fn release(&mut self, now: Instant) {
+        self.in_flight = None;
+        if let Some(next) = self.held.pop_front() {
+            self.awake_until = now + self.profile.awake_window;
+            self.in_flight = Some(next.clone());
+            self.outbox.push_back(next);
         }
     }
 
@@ -347,6 +412,13 @@ impl SimDevice {
     }
 
     fn emit(&mut self, now: Instant, message: ClientMessage) {
+        if self.nstart && confirmable(&message) {
+            if self.in_flight.is_some() {
+                self.held.push_back(message);
+                return;
+            }
+            self.in_flight = Some(message.clone());
+        }
         self.awake_until = now + self.profile.awake_window;
         self.outbox.push_back(message);
     }
@@ -374,6 +446,9 @@ impl SimDevice {
     /// never got through is followed by a new Register a minute later, as
     /// clients retry their registration.
     pub fn uplink_failed(&mut self, now: Instant, message: &ClientMessage) {
+        if self.in_flight.as_ref() == Some(message) {
+            self.release(now);
+        }
         if matches!(message, ClientMessage::Register(_) | ClientMessage::Update { .. }) && self.offline_until.is_none()
         {
             self.register_retry_at = Some(now + REGISTRATION_RETRY);
@@ -388,7 +463,7 @@ impl SimDevice {
         self.next_update = now + self.profile.lifetime.mul_f32(0.9);
         let registration = self.registration();
         self.emit(now, ClientMessage::Register(registration));
-        if self.firmware.config().send_on_change {
+        if self.sends() {
             self.send_state(now, true);
         }
     }
@@ -431,6 +506,10 @@ impl SimDevice {
         }
         self.reboot_at = None;
         self.register_retry_at = None;
+        // Its CoAP state is gone: what waited is never sent, and the answer
+        // to what was in flight finds no exchange.
+        self.in_flight = None;
+        self.held.clear();
     }
 
     /// A server request, answered into the outbox. Ignored while the device is
@@ -685,7 +764,7 @@ impl SimDevice {
                 }
                 FirmwareOutput::ResourceChanged(resource) => changed |= 1u32 << resource.min(31),
                 FirmwareOutput::SendState => {
-                    if self.profile.send == SendMode::OnChange && self.registered {
+                    if self.profile.send == SendMode::OnChange && self.send_configured && self.registered {
                         self.send_state(now, false);
                     }
                 }
@@ -812,8 +891,79 @@ impl SimDevice {
     }
 }
 
+/// Register, Update, Send and De-register are confirmable: they are
+/// retransmitted until acknowledged.
+fn confirmable(message: &ClientMessage) -> bool {
+    matches!(
+        message,
+        ClientMessage::Register(_)
+            | ClientMessage::Update { .. }
+            | ClientMessage::Send { .. }
+            | ClientMessage::Deregister
+    )
+}
+
 /// The /5 object's answer to a server request (5.00 if it refused the
 /// request's time, which the simulation's clock never makes it do).
 fn answer(firmware: &mut FirmwareUpdate, now: Instant, input: FirmwareInput<'_>) -> ResponseCode {
     firmware.request(now, input).ok().flatten().unwrap_or(ResponseCode::INTERNAL_SERVER_ERROR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::profile;
+
+    fn boot(device: &mut SimDevice, images: &ImageStore) -> Vec<ClientMessage> {
+        let now = device.poll_timeout().unwrap();
+        device.handle_timeout(now, images);
+        std::iter::from_fn(|| device.poll_message()).collect()
+    }
+
+    #[test]
+    fn a_device_not_configured_for_send_never_sends() {
+        let images = ImageStore::new();
+        let mut device = SimDevice::new(1, &profile::CONFORMING, 3, "1.0.0", Instant::ZERO);
+        device.configure_send(false);
+        assert!(!device.sends());
+        let out = boot(&mut device, &images);
+        assert!(matches!(out[..], [ClientMessage::Register(_)]), "{out:?}");
+        // Configured (the default), it sends after booting.
+        let mut device = SimDevice::new(1, &profile::CONFORMING, 3, "1.0.0", Instant::ZERO);
+        let out = boot(&mut device, &images);
+        assert!(matches!(out[..], [ClientMessage::Register(_), ClientMessage::Send { .. }]), "{out:?}");
+        // Silent stays silent, configured or not.
+        let mut device = SimDevice::new(1, &profile::NO_SEND, 3, "1.0.0", Instant::ZERO);
+        assert!(!device.sends());
+        assert!(matches!(boot(&mut device, &images)[..], [ClientMessage::Register(_)]));
+    }
+
+    #[test]
+    fn under_nstart_the_after_boot_send_waits_for_the_register_ack() {
+        let images = ImageStore::new();
+        let mut device = SimDevice::new(2, &profile::CONFORMING, 3, "1.0.0", Instant::ZERO);
+        device.set_nstart(true);
+        let out = boot(&mut device, &images);
+        let [register @ ClientMessage::Register(_)] = &out[..] else { panic!("{out:?}") };
+        let now = Instant::from_millis(6_000);
+        // An acknowledgement of something else releases nothing.
+        device.uplink_acknowledged(now, &ClientMessage::Deregister);
+        assert!(device.poll_message().is_none());
+        device.uplink_acknowledged(now, register);
+        let send = device.poll_message();
+        assert!(matches!(send, Some(ClientMessage::Send { .. })), "{send:?}");
+        assert!(device.poll_message().is_none());
+        // A Send that failed releases the next one too (nothing waits here).
+        device.uplink_failed(now, &send.unwrap());
+        assert!(device.poll_message().is_none());
+    }
+
+    #[test]
+    fn offline_devices_register_hours_late() {
+        for id in 0..50 {
+            let device = SimDevice::new(id, &profile::OFFLINE, 5, "1.0.0", Instant::ZERO);
+            let first = device.poll_timeout().unwrap().as_millis();
+            assert!((3_600_000..=6 * 3_600_000).contains(&first), "{first}");
+        }
+    }
 }

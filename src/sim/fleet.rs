@@ -20,7 +20,15 @@
 //! remembers which exchange token each id carries. A response is piggybacked
 //! on the ACK of its request: it stops the request's retransmissions, and a
 //! copy arriving after its exchange ended is dropped, as a CoAP binding drops
-//! an ACK it no longer waits for.
+//! an ACK it no longer waits for. The answer to a device's confirmable
+//! uplink (Register, Update, Send, De-register) is the endpoint's reply, given
+//! at once; the fleet hands it back to the device as that uplink's
+//! acknowledgement ([`SimDevice::uplink_acknowledged`]), so a device under
+//! NSTART = 1 sends its next confirmable uplink only then.
+//!
+//! Each device is configured for LwM2M Send only when the upgrade's strategy
+//! is [`Strategy::Send`] (S4), as an operator configures devices for it; under
+//! the other strategies devices do not send.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -36,7 +44,8 @@ use crate::model::{
 };
 use crate::server::{
     DeviceId, DeviceRequest, DeviceResponse, DownlinkRequest, Endpoint, EndpointConfig, EndpointEvent, EndpointOutput,
-    Location, MAX_TRANSMIT_WAIT, MemoryImage, Method, Outcome, RegistrationLimits, TaskEvent, Token, UpgradeConfig,
+    Location, MAX_TRANSMIT_WAIT, MemoryImage, Method, Outcome, RegistrationLimits, Strategy, TaskEvent, Token,
+    UpgradeConfig,
     UpgradeTask,
 };
 
@@ -488,7 +497,12 @@ impl Fleet {
             let i = self.next_to_start;
             self.next_to_start += 1;
             let profile = self.config.profile.for_device(self.config.seed, i as u64);
-            let device = SimDevice::new(i as u64, profile, self.config.seed, &self.config.initial_version, self.now);
+            let mut device =
+                SimDevice::new(i as u64, profile, self.config.seed, &self.config.initial_version, self.now);
+            // The operator configures devices for Send only for S4; the
+            // fleet's transport acknowledges each confirmable uplink.
+            device.configure_send(self.config.upgrade.strategy == Strategy::Send);
+            device.set_nstart(true);
             let Ok(id) = self.endpoint.upgrade(self.now, &device.endpoint(), self.config.upgrade.clone()) else {
                 self.refused += 1;
                 continue;
@@ -547,6 +561,8 @@ impl Fleet {
                     if let Some(pace) = pace {
                         device.set_download_pace(pace);
                     }
+                    device.configure_send(config.strategy == Strategy::Send);
+                    device.set_nstart(true);
                     let uri = config.package_uri();
                     if self.images.get(&uri).is_none() {
                         let version = config.target_version.clone();
@@ -910,11 +926,23 @@ impl Fleet {
                 let _ = endpoint.handle_request(now, peer, &request);
             }
         }
+        // A confirmable uplink's answer is its ACK (the fleet delivers it at
+        // once): the device may send its next one (NSTART = 1).
+        let acknowledged = !refused
+            && matches!(
+                message,
+                ClientMessage::Register(_)
+                    | ClientMessage::Update { .. }
+                    | ClientMessage::Send { .. }
+                    | ClientMessage::Deregister
+            );
         if refused {
             member.device.uplink_failed(now, &message);
+        } else if acknowledged {
+            member.device.uplink_acknowledged(now, &message);
         }
         self.after_endpoint();
-        if refused {
+        if refused || acknowledged {
             self.after_device(at);
         }
     }

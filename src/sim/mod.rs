@@ -2,6 +2,28 @@
 //! [`crate::device`], behaviour profiles, and a lossy, delaying network, all
 //! driven by a seed and virtual time: no clock, no threads, no sockets.
 //!
+//! Profiles ([`profile::PROFILES`], and the [`FleetProfile::Mixed`] blend):
+//! `conforming`, `lossy`, `no-dedup`, `busy`, `rebooting`, `slow-uplink`,
+//! `no-send`, `poor` and `offline` (first Register 1–6 h late, then rarely:
+//! lifetime 12 h, queue mode), each a documented set of [`Profile`]
+//! parameters.
+//!
+//! A device sends LwM2M Send only when the server configured it for Send
+//! ([`SimDevice::configure_send`]; a new device is configured): a [`Fleet`]
+//! configures its devices only when the upgrade's strategy is
+//! [`Strategy::Send`](crate::server::Strategy::Send), as an operator does for
+//! S4, so the other strategies see only the uplinks a device makes anyway
+//! (Registration Updates, notifications) and reads-only (S1) pays the idle
+//! time between them. The `no-send` profile is configured and still silent.
+//! Under NSTART = 1 ([`SimDevice::set_nstart`], which the fleet turns on) a
+//! device sends no confirmable uplink before the previous one was
+//! acknowledged ([`SimDevice::uplink_acknowledged`]): its after-boot Send
+//! waits for the Register's answer.
+//!
+//! `examples/fleet.rs` runs fleets side by side per strategy, and with
+//! `--advise` every profile × every strategy with a recommendation per profile
+//! (B6).
+//!
 //! ```
 //! use lwm2m_fota::model::{ClientMessage, Instant, Operation, Path, Value};
 //! use lwm2m_fota::sim::{profile, ImageStore, SimDevice, SimImage};

@@ -62,6 +62,9 @@ pub struct Profile {
     /// it downloads an image (its own block-wise transfer), and to this share
     /// of the pushed blocks it already holds (ppm), as busy clients do.
     pub busy_ppm: Option<u32>,
+    /// When, after power-on, its first Register goes out: uniformly between
+    /// the two (later boots take 5 s).
+    pub first_register: (Duration, Duration),
     /// Server to device link.
     pub downlink: LinkParams,
     /// Device to server link.
@@ -96,6 +99,7 @@ pub const CONFORMING: Profile = Profile {
     deregister_before_update: false,
     deduplicates: true,
     busy_ppm: None,
+    first_register: (Duration::ZERO, Duration::from_secs(5)),
     downlink: link(50, 20, 0, 0),
     uplink: link(50, 20, 0, 0),
 };
@@ -170,14 +174,36 @@ pub const POOR: Profile = Profile {
     ..CONFORMING
 };
 
+/// A device that is mostly away: conforming, but its first Register comes
+/// 1 to 6 hours after the upgrade is scheduled (uniformly), it then registers
+/// rarely (lifetime 12 h: a Registration Update every 10.8 h), and in queue
+/// mode it listens only in the 30 s after each uplink, on a slow link
+/// (400 ± 200 ms, 5 kB/s downloads). Under the default 20-minute upgrade
+/// timeout it is never seen in time (`timeout-waiting-for-the-device`); with
+/// a timeout longer than its absence, reads-only waits hours for the next
+/// Update while observations and Send need only minutes.
+pub const OFFLINE: Profile = Profile {
+    name: "offline",
+    queue_mode: true,
+    awake_window: Duration::from_secs(30),
+    lifetime: Duration::from_secs(12 * 3600),
+    download_rate: 5_000,
+    first_register: (Duration::from_secs(3600), Duration::from_secs(6 * 3600)),
+    downlink: link(400, 200, 0, 0),
+    uplink: link(400, 200, 0, 0),
+    ..CONFORMING
+};
+
 /// Every named profile except `mixed`.
-pub const PROFILES: [Profile; 8] = [CONFORMING, LOSSY, NO_DEDUP, BUSY, REBOOTING, SLOW_UPLINK, NO_SEND, POOR];
+pub const PROFILES: [Profile; 9] = [CONFORMING, LOSSY, NO_DEDUP, BUSY, REBOOTING, SLOW_UPLINK, NO_SEND, POOR, OFFLINE];
 
 /// The profiles as statics, so devices hold a reference instead of a copy.
-static PROFILE_TABLE: [Profile; 8] = PROFILES;
+static PROFILE_TABLE: [Profile; 9] = PROFILES;
 
 /// `mixed`: a fleet blend, by device: 40 % conforming, 15 % lossy, 5 %
-/// no-dedup, 5 % busy, 10 % rebooting, 10 % slow-uplink, 5 % no-send, 10 % poor.
+/// no-dedup, 5 % busy, 10 % rebooting, 10 % slow-uplink, 5 % no-send, 10 % poor
+/// (no `offline`: under the default timeout every offline device fails
+/// waiting, which would hide what the blend measures).
 pub const MIXED_WEIGHTS: [(Profile, u32); 8] = [
     (CONFORMING, 40),
     (LOSSY, 15),
@@ -190,6 +216,9 @@ pub const MIXED_WEIGHTS: [(Profile, u32); 8] = [
 ];
 
 /// A fleet's behaviour: one profile for all, or the `mixed` blend.
+// A profile is a few hundred bytes of constants, copied rarely: boxing it
+// would cost an allocation per fleet for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum FleetProfile {
     /// Every device behaves the same.
