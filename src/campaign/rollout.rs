@@ -345,6 +345,8 @@ pub struct Campaign {
     /// The highest open phase.
     open_phase: usize,
     running: u64,
+    /// Devices still [`DeviceStatus::Pending`].
+    pending: u64,
     /// Start times in the last 60 s.
     recent_starts: VecDeque<Instant>,
     max_concurrent_seen: u64,
@@ -400,6 +402,7 @@ impl Campaign {
             reasons: Vec::new(),
             open_phase: 0,
             running: 0,
+            pending: 0,
             recent_starts: VecDeque::new(),
             max_concurrent_seen: 0,
             max_starts_in_60s: 0,
@@ -465,6 +468,7 @@ impl Campaign {
             strategy_used: None,
         });
         self.by_name.insert(String::from(device.endpoint), index);
+        self.pending += 1;
         let plan = &self.plans[plan as usize];
         if plan.mobile_fota {
             let mut marks = Settings::new();
@@ -515,6 +519,7 @@ impl Campaign {
                 // C7: found current (a companion delivered it, a re-run):
                 // success without a download.
                 record.status = DeviceStatus::Succeeded;
+                self.pending -= 1;
                 record.end = Some(self.now);
                 record.reason = intern(&mut self.reasons, ALREADY_CURRENT);
                 let phase = &mut self.phases[record.phase as usize];
@@ -913,6 +918,7 @@ impl Campaign {
         let record = &mut self.records[index as usize];
         record.queued = false;
         record.status = DeviceStatus::Running;
+        self.pending -= 1;
         record.start = Some(now);
         let phase = &mut self.phases[record.phase as usize];
         phase.running += 1;
@@ -932,7 +938,7 @@ impl Campaign {
         self.ended
             || self.cancelled
             || self.aborted
-            || self.records.iter().all(|r| r.status != DeviceStatus::Pending) && self.spec.end().is_none()
+            || self.pending == 0
     }
 
     /// Makes every record final: waiting devices are not started, with why.
@@ -954,6 +960,7 @@ impl Campaign {
         for record in &mut self.records {
             if record.status == DeviceStatus::Pending {
                 record.status = DeviceStatus::NotStarted;
+                self.pending -= 1;
                 record.reason = if !record.online {
                     reasons[1]
                 } else if usize::from(record.phase) > self.open_phase && reason == "schedule-ended" {

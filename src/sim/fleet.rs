@@ -644,6 +644,8 @@ impl Fleet {
         self.run_events(progress);
         let now = self.now;
         let mut state = self.campaign.take().expect("a campaign's fleet");
+        // Every targeted upgrade counts as started: the campaign decides.
+        self.next_to_start = self.config.devices;
         if !state.campaign.is_completed() {
             // Nothing is left to happen: the campaign closes where it stands.
             let _ = state.campaign.close(now);
