@@ -261,7 +261,10 @@ fn print_summary(run: &CampaignRun, value: &serde_json::Value) {
             println!("  {title:<12} {count:>9}  {reason}");
         }
     }
-    println!("\n  {:<6} {:>9} {:>10} {:>10} {:>9} {:>7}", "phase", "devices", "started s", "finished s", "succeeded", "failed");
+    println!(
+        "\n  {:<6} {:>9} {:>10} {:>10} {:>9} {:>7}",
+        "phase", "devices", "started s", "finished s", "succeeded", "failed"
+    );
     for (i, p) in progress.phases.iter().enumerate() {
         let t = |at: Option<SimInstant>| at.map_or("-".to_string(), |t| t.as_secs().to_string());
         println!(

@@ -935,10 +935,7 @@ impl Campaign {
     /// changes the campaign's state: everything finished, or starts stopped
     /// for good (ended, cancelled, aborted).
     fn nothing_can_start(&self) -> bool {
-        self.ended
-            || self.cancelled
-            || self.aborted
-            || self.pending == 0
+        self.ended || self.cancelled || self.aborted || self.pending == 0
     }
 
     /// Makes every record final: waiting devices are not started, with why.

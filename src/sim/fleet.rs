@@ -45,8 +45,7 @@ use crate::model::{
 use crate::server::{
     DeviceId, DeviceRequest, DeviceResponse, DownlinkRequest, Endpoint, EndpointConfig, EndpointEvent, EndpointOutput,
     Location, MAX_TRANSMIT_WAIT, MemoryImage, Method, Outcome, RegistrationLimits, Strategy, TaskEvent, Token,
-    UpgradeConfig,
-    UpgradeTask,
+    UpgradeConfig, UpgradeTask,
 };
 
 /// RFC 7252 ACK_TIMEOUT (the simulation uses its lower bound).
