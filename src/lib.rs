@@ -8,7 +8,7 @@
 //! | [`codec`] | TLV, SenML-CBOR, SenML-JSON, LwM2M-CBOR, plain text, opaque and single-value CBOR | no (`alloc`) |
 //! | [`server`] | one device's upgrade task: five strategies (with the adaptive fallback to reads), push and pull, timeouts, resume, retries, verification | no (`alloc`) |
 //! | `sim` (feature `sim`) | deterministic simulated devices and a lossy, delaying network | yes |
-//! | [`campaign`] | the firmware catalogue, settings and task templates (campaigns: under way) | no (`alloc`) |
+//! | [`campaign`] | campaigns: the firmware catalogue, settings and task templates, and the `Campaign` (schedule, window, quota, phases, abort, commands, progress) | no (`alloc`) |
 //! | [`model`] | paths, values, content formats, object and resource definitions (/1, /3, /5 built in) | no (`alloc`) |
 //!
 //! Nothing in the crate performs I/O, reads a clock or spawns a thread: callers feed

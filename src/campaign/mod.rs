@@ -1,8 +1,12 @@
-//! Campaigns over fleets, the operator's side (issue 12; under way): the
-//! firmware catalogue an upgrade's image is chosen from (features.md F1–F3),
-//! and the settings and task templates that choose each device's upgrade
-//! configuration (T1–T3, U9, M1, M2). Sans-I/O and `alloc` only, like the
-//! server layer it configures.
+//! Campaigns over fleets, the operator's side: the firmware catalogue an
+//! upgrade's image is chosen from (features.md F1–F3), the settings and task
+//! templates that choose each device's upgrade configuration (T1–T3, U9, M1,
+//! M2), and the [`Campaign`] that decides which device's upgrade starts when
+//! (schedule and window, quota, phases, abort, commands, progress: U5, U8,
+//! B3, C1–C5, C7–C9). Sans-I/O and `alloc` only, like the server layer it
+//! configures: the embedder starts each upgrade through its endpoint when the
+//! campaign says [`CampaignOutput::Start`] and reports its end with
+//! [`Campaign::finished`]; `sim::run_campaign` does so over simulated devices.
 //!
 //! ```
 //! use std::collections::BTreeMap;

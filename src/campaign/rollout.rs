@@ -181,6 +181,8 @@ struct Record {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct Plan {
     groups: Vec<String>,
+    /// The device settings it was chosen with.
+    own: Settings,
     config: Arc<UpgradeConfig>,
     template: TemplateChoice,
     mobile_fota: bool,
@@ -485,6 +487,12 @@ impl Campaign {
     /// The plan of a device in `groups` with `own` settings, shared with
     /// every device of the same groups and settings.
     fn plan(&mut self, groups: &[String], own: &Settings) -> u32 {
+        // Devices come in runs of alike ones: the latest plans first,
+        // without building a key.
+        let recent = self.plans.iter().enumerate().rev().take(4);
+        if let Some((index, _)) = recent.into_iter().find(|(_, p)| p.groups == groups && p.own == *own) {
+            return index as u32;
+        }
         let key = (groups.to_vec(), own.clone());
         if let Some(&plan) = self.plan_by_key.get(&key) {
             return plan;
@@ -498,6 +506,7 @@ impl Campaign {
         let index = self.plans.len() as u32;
         self.plans.push(Plan {
             groups: groups.to_vec(),
+            own: own.clone(),
             config,
             template: upgrade.template,
             mobile_fota: upgrade.mobile_fota,
