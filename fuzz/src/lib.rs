@@ -18,3 +18,7 @@ pub mod task;
 /// The server endpoint's datagram input: `endpoint::drive` (tests/fuzz_endpoint.rs).
 #[path = "../../tests/fuzz_endpoint.rs"]
 pub mod endpoint;
+
+/// The campaign's input surface: `campaign::drive` (tests/fuzz_campaign.rs).
+#[path = "../../tests/fuzz_campaign.rs"]
+pub mod campaign;

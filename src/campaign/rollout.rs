@@ -565,7 +565,7 @@ impl Campaign {
         let index = match self.by_name.get(device.endpoint) {
             Some(&index) => index,
             None => {
-                if !self.targets(&device) || self.ended || self.cancelled {
+                if !self.targets(&device) || self.ended || self.cancelled || self.completed {
                     return Ok(None);
                 }
                 let last = self.phases.len() - 1;
