@@ -13,7 +13,9 @@
 //! from the campaign's creation; an unknown field is an error. Without
 //! `--json`: a progress bar and a summary; with it, one JSON object.
 //! `--devices-out FILE` writes one JSON line per targeted device. Bad input:
-//! exit status 1 and one line on stderr.
+//! exit status 1 and one line on stderr. Beyond DESIGN.md, the spec may hold
+//! `commands`: `[{"at_s": 600, "command": "pause"}]`, each `pause`, `resume`,
+//! `soft-cancel` or `hard-cancel`, given to the campaign at that time.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -26,7 +28,7 @@ use lwm2m_fota::campaign::{
     SettingsTree, TaskTemplate,
 };
 use lwm2m_fota::model::Instant as SimInstant;
-use lwm2m_fota::sim::{CampaignRun, CampaignSimConfig, DeviceBlock, FleetProfile, run_campaign};
+use lwm2m_fota::sim::{CampaignRun, CampaignSimConfig, Command, DeviceBlock, FleetProfile, run_campaign};
 use serde::Deserialize;
 
 /// A campaign over simulated devices.
@@ -59,6 +61,16 @@ struct SpecFile {
     #[serde(default)]
     devices: Vec<BlockSpec>,
     campaign: CampaignSpec,
+    /// Beyond DESIGN.md's spec: the operator's commands during the run.
+    #[serde(default)]
+    commands: Vec<CommandSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandSpec {
+    at_s: u64,
+    command: String,
 }
 
 #[derive(Deserialize)]
@@ -150,7 +162,14 @@ fn load(path: &str, seed: u64) -> Result<CampaignSimConfig, String> {
         });
     }
     let tree = SettingsTree { default: spec.settings.default, groups: spec.settings.groups };
-    Ok(CampaignSimConfig { spec: spec.campaign, catalogue, templates: spec.templates, tree, blocks, seed })
+    let mut commands = Vec::new();
+    for (i, c) in spec.commands.iter().enumerate() {
+        let command = Command::from_name(&c.command).ok_or_else(|| {
+            format!("commands[{i}].command: {:?} is not pause, resume, soft-cancel or hard-cancel", c.command)
+        })?;
+        commands.push((Duration::from_secs(c.at_s), command));
+    }
+    Ok(CampaignSimConfig { spec: spec.campaign, catalogue, templates: spec.templates, tree, blocks, seed, commands })
 }
 
 fn secs(at: Option<SimInstant>) -> serde_json::Value {

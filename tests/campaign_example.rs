@@ -157,8 +157,8 @@ fn with_fallback_every_strategy_upgrades_at_least_999_per_mille_of_a_mixed_fleet
         tree.default
             .insert(lwm2m_fota::campaign::TEMPLATE_NAME.into(), lwm2m_fota::campaign::SettingValue::Text("t".into()));
         let blocks = vec![DeviceBlock::new("d-", 5_000, FleetProfile::Mixed, "1.0.0")];
-        let run =
-            run_campaign(CampaignSimConfig { spec, catalogue, templates, tree, blocks, seed: 7 }, |_, _| {}).unwrap();
+        let config = CampaignSimConfig { spec, catalogue, templates, tree, blocks, seed: 7, commands: Vec::new() };
+        let run = run_campaign(config, |_, _| {}).unwrap();
         let progress = run.campaign.progress();
         // What no strategy can upgrade: a download that lost its connection
         // on every attempt (Update Result 4).
@@ -175,4 +175,33 @@ fn with_fallback_every_strategy_upgrades_at_least_999_per_mille_of_a_mixed_fleet
             assert!(run.campaign.devices().any(|d| d.strategy_used() == Strategy::Reads), "{}", strategy.name());
         }
     }
+}
+
+#[test]
+fn commands_pause_resume_and_cancel_the_simulated_campaign() {
+    // Pause at 3,700 s (the window opened at 3,600), resume at 5,000, hard
+    // cancel at 5,010: upgrades started before it are cancelled through the
+    // endpoint, the rest are not started.
+    let path = bad_spec(|v| {
+        v["commands"] = serde_json::json!([
+            {"at_s": 3700, "command": "pause"},
+            {"at_s": 5000, "command": "resume"},
+            {"at_s": 5010, "command": "hard-cancel"}
+        ])
+    });
+    let output = campaign(&["--spec", &path, "--json"]);
+    let _ = std::fs::remove_file(&path);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(v["cancelled"], true);
+    assert_eq!(v["stuck"], 0);
+    let cancelled = v["failed"]["cancelled"].as_u64().unwrap_or(0);
+    let not_started = v["not_started"]["cancelled"].as_u64().unwrap_or(0);
+    assert!(cancelled > 0, "running upgrades were cancelled: {v}");
+    assert!(not_started > 0, "the rest never started: {v}");
+    let failed: u64 = v["failed"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+    let waiting: u64 = v["not_started"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+    assert_eq!(v["succeeded"].as_u64().unwrap() + failed + waiting, 1600);
+    let bad = bad_spec(|v| v["commands"] = serde_json::json!([{"at_s": 1, "command": "explode"}]));
+    refused(&bad, "commands[0].command");
 }

@@ -13,7 +13,7 @@ use core::time::Duration;
 use super::catalogue::{Catalogue, CatalogueError, CatalogueFile};
 use super::settings::{self, Settings, SettingsTree, TaskTemplate, TemplateChoice};
 use super::spec::{CampaignSpec, DEFAULT_BASE_URI, PhaseSpec, SpecError};
-use crate::model::Instant;
+use crate::model::{Instant, Protocol};
 use crate::server::{Outcome, Strategy, UpgradeConfig};
 
 /// A device's place in a campaign (stable for the campaign's life).
@@ -317,6 +317,7 @@ pub enum CampaignError {
 ///     Instant::ZERO, spec, &catalogue, BTreeMap::new(), SettingsTree::default(), devices,
 /// ).unwrap();
 /// campaign.handle_timeout(Instant::ZERO).unwrap();
+/// assert_eq!(campaign.poll_output(), Some(CampaignOutput::PhaseStarted(0)));
 /// // One upgrade at a time.
 /// let Some(CampaignOutput::Start { device, .. }) = campaign.poll_output() else { panic!() };
 /// assert_eq!(campaign.poll_output(), None);
@@ -387,6 +388,11 @@ impl Campaign {
         let base_uri = spec.base_uri.as_deref().unwrap_or(DEFAULT_BASE_URI);
         let mut base = UpgradeConfig::new(base_uri, &file.name, file.size);
         base.target_version = file.version.clone();
+        // The default system task pulls over the base URI's own protocol
+        // (a template may choose another, with its own base URI's scheme).
+        if let Some(protocol) = base_uri.split_once("://").and_then(|(scheme, _)| Protocol::from_scheme(scheme)) {
+            base.protocol = protocol;
+        }
         let phase_specs = spec.phases_or_default();
         let phases = phase_specs.iter().map(|_| Phase::default()).collect();
         let mut campaign = Campaign {

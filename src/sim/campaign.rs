@@ -10,8 +10,8 @@ use std::time::Duration;
 use super::fleet::{EventHandleSlot, Fleet, FleetConfig, FleetReport};
 use super::{FleetProfile, SimDevice};
 use crate::campaign::{
-    Campaign, CampaignError, CampaignOutput, CampaignSpec, Catalogue, DEFAULT_BASE_URI, DeviceInfo, Settings,
-    SettingsTree, TaskTemplate,
+    Campaign, CampaignError, CampaignOutput, CampaignSpec, CancelMode, Catalogue, DEFAULT_BASE_URI, DeviceInfo,
+    Settings, SettingsTree, TaskTemplate,
 };
 use crate::model::Instant;
 use crate::server::{DeviceId, UpgradeConfig};
@@ -56,6 +56,32 @@ impl DeviceBlock {
     }
 }
 
+/// An operator's command to a running campaign (C5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Stop starting upgrades.
+    Pause,
+    /// Start them again.
+    Resume,
+    /// No new starts; running upgrades finish.
+    SoftCancel,
+    /// No new starts; running upgrades are cancelled.
+    HardCancel,
+}
+
+impl Command {
+    /// The command of a name: `pause`, `resume`, `soft-cancel`, `hard-cancel`.
+    pub fn from_name(name: &str) -> Option<Command> {
+        Some(match name {
+            "pause" => Command::Pause,
+            "resume" => Command::Resume,
+            "soft-cancel" => Command::SoftCancel,
+            "hard-cancel" => Command::HardCancel,
+            _ => return None,
+        })
+    }
+}
+
 /// What to simulate: the campaign's definition, what it chooses from, and
 /// the devices.
 #[derive(Debug, Clone)]
@@ -72,6 +98,8 @@ pub struct CampaignSimConfig {
     pub blocks: Vec<DeviceBlock>,
     /// Seed of every random choice.
     pub seed: u64,
+    /// The operator's commands, at simulated times from the creation.
+    pub commands: Vec<(Duration, Command)>,
 }
 
 /// What a campaign simulation measured.
@@ -110,6 +138,7 @@ pub(super) struct CampaignState {
     pub(super) mobile_fota_marked: u64,
     pub(super) events: Vec<(Instant, CampaignOutput)>,
     pub(super) end: Instant,
+    commands: Vec<Command>,
 }
 
 impl CampaignState {
@@ -156,6 +185,17 @@ impl CampaignState {
         let _ = self.campaign.device(now, info);
     }
 
+    /// The operator's command `index` at `now`.
+    pub(super) fn command(&mut self, index: u32, now: Instant) {
+        let Some(&command) = self.commands.get(index as usize) else { return };
+        let _ = match command {
+            Command::Pause => self.campaign.pause(now),
+            Command::Resume => self.campaign.resume(now),
+            Command::SoftCancel => self.campaign.cancel(now, CancelMode::Soft),
+            Command::HardCancel => self.campaign.cancel(now, CancelMode::Hard),
+        };
+    }
+
     /// Counts `bytes` delivered evenly from `start` to `end`.
     pub(super) fn count_bytes(&mut self, start: Instant, end: Instant, bytes: u64) {
         if bytes == 0 {
@@ -194,7 +234,8 @@ impl CampaignState {
 /// spec.quota.max_concurrent = Some(10);
 /// let config = CampaignSimConfig {
 ///     spec, catalogue, templates: Default::default(), tree: Default::default(),
-///     blocks: vec![DeviceBlock::new("d-", 50, FleetProfile::Uniform(lwm2m_fota::sim::profile::CONFORMING), "1.0.0")], seed: 1,
+///     blocks: vec![DeviceBlock::new("d-", 50, FleetProfile::Uniform(lwm2m_fota::sim::profile::CONFORMING), "1.0.0")],
+///     seed: 1, commands: Vec::new(),
 /// };
 /// let run = run_campaign(config, |_, _| {}).unwrap();
 /// assert_eq!(run.campaign.progress().succeeded, 50);
@@ -204,7 +245,7 @@ pub fn run_campaign(
     config: CampaignSimConfig,
     progress: impl FnMut(usize, usize),
 ) -> Result<CampaignRun, CampaignError> {
-    let CampaignSimConfig { spec, catalogue, templates, tree, blocks, seed } = config;
+    let CampaignSimConfig { spec, catalogue, templates, tree, blocks, seed, commands } = config;
     let mut block_starts = Vec::with_capacity(blocks.len());
     let mut names = Vec::new();
     for block in &blocks {
@@ -265,10 +306,14 @@ pub fn run_campaign(
         mobile_fota_marked: 0,
         events: Vec::new(),
         end: Instant::ZERO,
+        commands: commands.iter().map(|&(_, c)| c).collect(),
     };
     let mut fleet = Fleet::build(fleet_config, Some(Box::new(state)));
     for (at, index) in offline {
         fleet.schedule_campaign_event(at, index);
+    }
+    for (index, &(at, _)) in commands.iter().enumerate() {
+        fleet.schedule_campaign_command(Instant::ZERO + at, index as u32);
     }
     let (report, state) = fleet.run_campaign(progress);
     let state = *state;

@@ -143,6 +143,8 @@ enum Event {
     /// A campaign's device (by its campaign index) registers for the first
     /// time, or a companion installed the image on it.
     CampaignSeen(u32),
+    /// The operator's command (by its place in the simulation's list).
+    CampaignCommand(u32),
 }
 
 /// An event in the queue, to cancel it by.
@@ -612,6 +614,11 @@ impl Fleet {
         self.queue.push(at, Event::CampaignSeen(index));
     }
 
+    /// Queues the operator's command `index`.
+    pub(super) fn schedule_campaign_command(&mut self, at: Instant, index: u32) {
+        self.queue.push(at, Event::CampaignCommand(index));
+    }
+
     /// Whether the run is over: every upgrade ended (the sequential fleet),
     /// or the campaign completed and nothing runs.
     fn done(&self) -> bool {
@@ -754,6 +761,12 @@ impl Fleet {
                     state.timer = None;
                     let _ = state.campaign.handle_timeout(now);
                 }
+                self.after_endpoint();
+                self.campaign_timer();
+            }
+            Event::CampaignCommand(index) => {
+                let Some(state) = self.campaign.as_mut() else { return };
+                state.command(index, now);
                 self.after_endpoint();
                 self.campaign_timer();
             }
