@@ -3,7 +3,7 @@
 //! registrations, companions and downloads are reported back to it, as an
 //! embedder's server would.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,6 +102,18 @@ pub struct CampaignSimConfig {
     pub commands: Vec<(Duration, Command)>,
 }
 
+/// Why a campaign simulation cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// The campaign cannot be created.
+    #[error(transparent)]
+    Campaign(#[from] CampaignError),
+    /// More devices than [`MAX_SIM_DEVICES`].
+    #[error("devices: more than {MAX_SIM_DEVICES} devices in all")]
+    TooManyDevices,
+}
+
 /// What a campaign simulation measured.
 #[derive(Debug)]
 pub struct CampaignRun {
@@ -133,8 +145,13 @@ pub(super) struct CampaignState {
     /// Running upgrades by campaign index.
     pub(super) running: HashMap<u32, DeviceId>,
     pub(super) timer: Option<(Instant, EventHandleSlot)>,
-    /// Image bytes delivered in each second.
-    bytes: Vec<u64>,
+    /// Image bytes delivered in each second from `bytes_base` on, while a
+    /// download counted may still add to it (counts start at the
+    /// simulation's current time, which only moves forward).
+    bytes: VecDeque<u64>,
+    bytes_base: u64,
+    /// The most in any second that has left `bytes`.
+    bytes_max: u64,
     pub(super) mobile_fota_marked: u64,
     pub(super) events: Vec<(Instant, CampaignOutput)>,
     pub(super) end: Instant,
@@ -196,30 +213,53 @@ impl CampaignState {
         };
     }
 
-    /// Counts `bytes` delivered evenly from `start` to `end`.
+    /// Counts `bytes` delivered evenly from `start` to `end` (`start` is
+    /// the simulation's current time: earlier seconds are final).
     pub(super) fn count_bytes(&mut self, start: Instant, end: Instant, bytes: u64) {
         if bytes == 0 {
             return;
         }
-        let (from, to) = (start.as_millis(), end.as_millis().max(start.as_millis() + 1));
+        let from = start.as_millis().max(self.bytes_base * 1000);
+        let to = end.as_millis().max(from + 1);
         let span = (to - from) as f64;
-        let last = ((to - 1) / 1000) as usize;
-        if self.bytes.len() <= last {
-            self.bytes.resize(last + 1, 0);
+        let (first, last) = (from / 1000, (to - 1) / 1000);
+        while self.bytes_base < first {
+            match self.bytes.pop_front() {
+                Some(count) => self.bytes_max = self.bytes_max.max(count),
+                None => {
+                    self.bytes_base = first;
+                    break;
+                }
+            }
+            self.bytes_base += 1;
         }
-        let mut second = (from / 1000) as usize;
-        while second <= last {
-            let lo = from.max(second as u64 * 1000);
-            let hi = to.min((second as u64 + 1) * 1000);
-            self.bytes[second] += (bytes as f64 * (hi - lo) as f64 / span).ceil() as u64;
-            second += 1;
+        while self.bytes_base + (self.bytes.len() as u64) <= last {
+            self.bytes.push_back(0);
         }
+        for second in first..=last {
+            let lo = from.max(second * 1000);
+            let hi = to.min((second + 1) * 1000);
+            let share = (bytes as f64 * (hi - lo) as f64 / span).ceil() as u64;
+            if let Some(count) = self.bytes.get_mut((second - self.bytes_base) as usize) {
+                *count += share;
+            }
+        }
+    }
+
+    /// The most image bytes counted in any second.
+    fn max_bytes_in_1s(&self) -> u64 {
+        self.bytes.iter().copied().max().unwrap_or(0).max(self.bytes_max)
     }
 }
 
+/// The most devices one campaign simulation takes (the records of a
+/// campaign cost about 400 bytes each).
+pub const MAX_SIM_DEVICES: usize = 50_000_000;
+
 /// Runs a campaign over simulated devices until it completes or nothing is
 /// left to happen (then it is closed: waiting devices are not started),
-/// calling `progress(finished, targeted)` now and then.
+/// calling `progress(finished, targeted)` now and then. More than
+/// [`MAX_SIM_DEVICES`] devices are refused ([`SimError::TooManyDevices`]).
 ///
 /// ```
 /// use lwm2m_fota::campaign::{Catalogue, CampaignSpec, NewFile};
@@ -241,18 +281,19 @@ impl CampaignState {
 /// assert_eq!(run.campaign.progress().succeeded, 50);
 /// assert!(run.campaign.progress().max_concurrent_seen <= 10);
 /// ```
-pub fn run_campaign(
-    config: CampaignSimConfig,
-    progress: impl FnMut(usize, usize),
-) -> Result<CampaignRun, CampaignError> {
+pub fn run_campaign(config: CampaignSimConfig, progress: impl FnMut(usize, usize)) -> Result<CampaignRun, SimError> {
     let CampaignSimConfig { spec, catalogue, templates, tree, blocks, seed, commands } = config;
+    let total = blocks.iter().try_fold(0usize, |sum, b| sum.checked_add(b.count));
+    if total.is_none_or(|n| n > MAX_SIM_DEVICES) {
+        return Err(SimError::TooManyDevices);
+    }
     let mut block_starts = Vec::with_capacity(blocks.len());
     let mut names = Vec::new();
     for block in &blocks {
         block_starts.push(names.len());
         names.extend((0..block.count).map(|i| format!("{}{i}", block.prefix)));
     }
-    let file = catalogue.choose(Instant::ZERO, &spec.file)?.clone();
+    let file = catalogue.choose(Instant::ZERO, &spec.file).map_err(CampaignError::from)?.clone();
     let target = file.version.clone();
     let mut targets = Vec::new();
     let mut infos = Vec::with_capacity(names.len());
@@ -302,7 +343,9 @@ pub fn run_campaign(
         target_version: target,
         running: HashMap::new(),
         timer: None,
-        bytes: Vec::new(),
+        bytes: VecDeque::new(),
+        bytes_base: 0,
+        bytes_max: 0,
         mobile_fota_marked: 0,
         events: Vec::new(),
         end: Instant::ZERO,
@@ -318,7 +361,7 @@ pub fn run_campaign(
     let (report, state) = fleet.run_campaign(progress);
     let state = *state;
     Ok(CampaignRun {
-        max_bytes_in_1s: state.bytes.iter().copied().max().unwrap_or(0),
+        max_bytes_in_1s: state.max_bytes_in_1s(),
         sim_duration: state.end - Instant::ZERO,
         mobile_fota_marked: state.mobile_fota_marked,
         events: state.events,
