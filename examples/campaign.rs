@@ -331,7 +331,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let devices: usize = config.blocks.iter().map(|b| b.count).sum();
+    let devices = config.blocks.iter().fold(0usize, |sum, b| sum.saturating_add(b.count));
     let bar = (!args.json).then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(

@@ -131,6 +131,8 @@ fn bad_specs_are_refused_with_one_line_naming_the_field() {
     refused(&bad_spec(|v| v["devices"][0]["profile"] = "grumpy".into()), "devices[0].profile");
     refused(&bad_spec(|v| v["surprise"] = 1.into()), "surprise");
     refused(&bad_spec(|v| v["devices"][0]["count"] = 1_000_000_000_000u64.into()), "devices");
+    refused(&bad_spec(|v| v["devices"][1]["prefix"] = "n-".into()), "devices: two devices are named \"n-0\"");
+    refused(&bad_spec(|v| v["files"][0]["size"] = 1_000_000_000_000u64.into()), "files");
     refused("/nonexistent/spec.json", "/nonexistent/spec.json");
     let output = campaign(&["--spec"]);
     assert_eq!(output.status.code(), Some(1));

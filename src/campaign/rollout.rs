@@ -621,7 +621,9 @@ impl Campaign {
         self.running -= 1;
         self.finished_count += 1;
         if let Some(rule) = self.spec.abort {
+            // Upgrades a cancel ended are not failures the rule judges.
             if !self.aborted
+                && !self.cancelled
                 && self.finished_count >= rule.min_finished
                 && self.failed_count * 100 > u64::from(rule.max_failure_percent) * self.finished_count
             {
@@ -648,6 +650,9 @@ impl Campaign {
     /// next phase opens (the operator accepts the phase).
     pub fn resume(&mut self, now: Instant) -> Result<(), CampaignError> {
         self.advance(now)?;
+        if self.completed {
+            return Ok(());
+        }
         if let Some(PauseReason::PhaseGate(phase)) = self.paused {
             if self.open_phase == phase && phase + 1 < self.phases.len() {
                 self.open_phase += 1;
@@ -741,8 +746,8 @@ impl Campaign {
     /// Ends the campaign where it stands, as an operator closing it: nothing
     /// starts any more and every device still waiting is recorded as not
     /// started, with the reason it waited (`offline`, `paused`, `aborted`,
-    /// `cancelled`, `phase-gate`, `schedule-ended`, `window-closed`,
-    /// `quota`). Running upgrades still report their end.
+    /// `cancelled`, `phase-gate`, or `schedule-ended` for one the window or
+    /// the quota held back). Running upgrades still report their end.
     pub fn close(&mut self, now: Instant) -> Result<(), CampaignError> {
         self.advance(now)?;
         self.ended = true;
@@ -868,6 +873,10 @@ impl Campaign {
         if !self.started_phase0 && self.now >= self.spec.start() {
             self.started_phase0 = true;
             self.outputs.push_back(CampaignOutput::PhaseStarted(0));
+        }
+        // Phases open only while upgrades may start at all.
+        if !self.started_phase0 || self.cancelled || self.aborted || self.ended {
+            return;
         }
         while self.open_phase + 1 < self.phases.len() && self.paused.is_none() {
             let k = self.open_phase;

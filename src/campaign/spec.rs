@@ -100,12 +100,18 @@ impl Window {
     /// assert!(w.is_open(Instant::from_millis(29_999)));
     /// assert!(!w.is_open(Instant::from_millis(30_000)));
     /// assert!(w.is_open(Instant::from_millis(110_000)));
+    /// // 22:00 for four hours: open past midnight.
+    /// let night = Window { every_s: 86_400, offset_s: 79_200, duration_s: 14_400 };
+    /// assert!(night.is_open(Instant::from_millis(3_600_000)));
+    /// assert!(!night.is_open(Instant::from_millis(7_200_000)));
     /// ```
     pub fn is_open(&self, now: Instant) -> bool {
         let period = self.every_s.saturating_mul(1000).max(1);
-        let into = now.as_millis() % period;
-        let open = self.offset_s.saturating_mul(1000);
-        into >= open && into - open < self.duration_s.saturating_mul(1000)
+        let open = self.offset_s.saturating_mul(1000) % period;
+        // Time since the latest opening: a window may run over the end of
+        // its period into the next one (22:00 for 4 h).
+        let since = (now.as_millis() % period + period - open) % period;
+        since < self.duration_s.saturating_mul(1000)
     }
 
     /// The next instant at or after `now` when the window is open.
@@ -348,6 +354,13 @@ mod tests {
         assert_eq!(w.next_open(at(0)), at(3_600));
         assert_eq!(w.next_open(at(5_000)), at(5_000));
         assert_eq!(w.next_open(at(18_000)), at(86_400 + 3_600));
+        // Over the period's end: 22:00 for four hours.
+        let night = Window { every_s: 86_400, offset_s: 79_200, duration_s: 14_400 };
+        assert!(night.is_open(at(79_200)) && night.is_open(at(86_399)) && night.is_open(at(86_400)));
+        assert!(night.is_open(at(86_400 + 7_199)) && !night.is_open(at(86_400 + 7_200)));
+        assert!(!night.is_open(at(79_199)));
+        assert_eq!(night.next_open(at(10_000)), at(79_200));
+        assert_eq!(night.next_open(at(3_000)), at(3_000));
         let always = Window { every_s: 10, offset_s: 0, duration_s: 10 };
         assert!(always.is_open(at(9)) && always.is_open(at(10)));
     }

@@ -112,7 +112,17 @@ pub enum SimError {
     /// More devices than [`MAX_SIM_DEVICES`].
     #[error("devices: more than {MAX_SIM_DEVICES} devices in all")]
     TooManyDevices,
+    /// Two targeted devices have the same endpoint name.
+    #[error("devices: two devices are named {0:?}")]
+    DuplicateEndpoint(String),
+    /// The file is larger than [`MAX_SIM_IMAGE`] (the simulation holds the
+    /// image it pushes in memory).
+    #[error("files: {0:?} is larger than {MAX_SIM_IMAGE} bytes")]
+    ImageTooLarge(String),
 }
+
+/// The largest image a campaign simulation takes, bytes.
+pub const MAX_SIM_IMAGE: u64 = 256 * 1024 * 1024;
 
 /// What a campaign simulation measured.
 #[derive(Debug)]
@@ -294,6 +304,9 @@ pub fn run_campaign(config: CampaignSimConfig, progress: impl FnMut(usize, usize
         names.extend((0..block.count).map(|i| format!("{}{i}", block.prefix)));
     }
     let file = catalogue.choose(Instant::ZERO, &spec.file).map_err(CampaignError::from)?.clone();
+    if file.size > MAX_SIM_IMAGE {
+        return Err(SimError::ImageTooLarge(file.id));
+    }
     let target = file.version.clone();
     let mut targets = Vec::new();
     let mut infos = Vec::with_capacity(names.len());
@@ -324,6 +337,13 @@ pub fn run_campaign(config: CampaignSimConfig, progress: impl FnMut(usize, usize
     let base_uri = spec.base_uri.clone().unwrap_or_else(|| DEFAULT_BASE_URI.into());
     let max_concurrent = spec.quota.max_concurrent;
     let campaign = Campaign::new(Instant::ZERO, spec, &catalogue, templates, tree, infos)?;
+    if campaign.devices().len() != targets.len() {
+        // The campaign took a name once; the fleet's devices would no longer
+        // line up with its records.
+        let mut seen = std::collections::HashSet::new();
+        let twice = targets.iter().map(|&k| names[k as usize].as_str()).find(|n| !seen.insert(*n));
+        return Err(SimError::DuplicateEndpoint(twice.unwrap_or_default().to_string()));
+    }
     drop(names);
     let mut upgrade = UpgradeConfig::new(&base_uri, &file.name, file.size);
     upgrade.target_version = target.clone();

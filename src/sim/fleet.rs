@@ -581,6 +581,8 @@ impl Fleet {
                 CampaignOutput::Cancel { device } => {
                     if let Some(&id) = state.running.get(&(device.index() as u32)) {
                         let _ = self.endpoint.cancel(now, id);
+                        // The endpoint has outputs to act on: go round again.
+                        started = true;
                     }
                 }
                 CampaignOutput::SetSettings { .. } => state.mobile_fota_marked += 1,

@@ -47,7 +47,9 @@ mod network;
 pub mod profile;
 mod rng;
 
-pub use campaign::{CampaignRun, CampaignSimConfig, Command, DeviceBlock, MAX_SIM_DEVICES, SimError, run_campaign};
+pub use campaign::{
+    CampaignRun, CampaignSimConfig, Command, DeviceBlock, MAX_SIM_DEVICES, MAX_SIM_IMAGE, SimError, run_campaign,
+};
 pub use device::{IMAGE_HEADER, ImageStore, SimDevice, SimImage, image_bytes, image_version};
 pub use fleet::{Durations, Fleet, FleetConfig, FleetReport, registration_query, run_fleet};
 pub use network::{LinkParams, Network};
