@@ -431,7 +431,7 @@ impl Campaign {
         for device in devices {
             if campaign.targets(&device) && !campaign.by_name.contains_key(device.endpoint) {
                 let index = campaign.target(device, 0);
-                targeted.push((index, device.online, device.firmware_version.map(String::from)));
+                targeted.push((index, device.online, device.firmware_version));
             }
         }
         let total = targeted.len() as u64;
@@ -444,7 +444,7 @@ impl Campaign {
             }
             campaign.records[index as usize].phase = phase as u8;
             campaign.phases[phase].devices += 1;
-            campaign.seen(index, online, version.as_deref());
+            campaign.seen(index, online, version);
         }
         campaign.step();
         Ok(campaign)

@@ -251,6 +251,21 @@ impl EventQueue {
         }
     }
 
+    /// Sets a one-at-a-time timer (`timer`: when it fires and its event) to
+    /// fire `event` at `due`: nothing when it already does, else the queued
+    /// one is cancelled and, if `due` is set, a new one queued.
+    fn rearm(&mut self, timer: &mut Option<(Instant, EventHandle)>, due: Option<Instant>, event: Event) {
+        if timer.map(|(t, _)| t) == due {
+            return;
+        }
+        if let Some((_, handle)) = timer.take() {
+            self.cancel(handle);
+        }
+        if let Some(due) = due {
+            *timer = Some((due, self.push(due, event)));
+        }
+    }
+
     /// Takes back a queued event; a handle to one already run does nothing.
     /// Its node is freed at once (so the arena holds only live events and
     /// stays small); its key stays queued and is skipped when it comes up, as
@@ -597,18 +612,7 @@ impl Fleet {
     fn campaign_timer(&mut self) {
         let Some(state) = self.campaign.as_mut() else { return };
         let due = state.campaign.poll_timeout().map(|due| due.max(self.now));
-        if state.timer.map(|(t, _)| t) == due {
-            return;
-        }
-        if let Some((_, handle)) = state.timer.take() {
-            self.queue.cancel(handle);
-        }
-        if let Some(due) = due {
-            let handle = self.queue.push(due, Event::CampaignTimer);
-            if let Some(state) = self.campaign.as_mut() {
-                state.timer = Some((due, handle));
-            }
-        }
+        self.queue.rearm(&mut state.timer, due, Event::CampaignTimer);
     }
 
     /// Queues an event for the campaign (its devices' first registrations).
@@ -764,19 +768,16 @@ impl Fleet {
                     let _ = state.campaign.handle_timeout(now);
                 }
                 self.after_endpoint();
-                self.campaign_timer();
             }
             Event::CampaignCommand(index) => {
                 let Some(state) = self.campaign.as_mut() else { return };
                 state.command(index, now);
                 self.after_endpoint();
-                self.campaign_timer();
             }
             Event::CampaignSeen(index) => {
                 let Some(state) = self.campaign.as_mut() else { return };
                 state.seen(index, now);
                 self.after_endpoint();
-                self.campaign_timer();
             }
         }
     }
@@ -976,16 +977,7 @@ impl Fleet {
             }
         }
         let due = self.endpoint.poll_timeout().map(|due| due.max(self.now));
-        if self.endpoint_timer.map(|(t, _)| t) == due {
-            return;
-        }
-        if let Some((_, handle)) = self.endpoint_timer.take() {
-            self.queue.cancel(handle);
-        }
-        if let Some(due) = due {
-            let handle = self.schedule(due, Event::EndpointTimer);
-            self.endpoint_timer = Some((due, handle));
-        }
+        self.queue.rearm(&mut self.endpoint_timer, due, Event::EndpointTimer);
     }
 
     /// The fleet slot of the member the endpoint knows as `device`.
