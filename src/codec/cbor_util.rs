@@ -594,6 +594,7 @@ pub(crate) fn trunc(f: f64) -> f64 {
 }
 
 /// Writes a CBOR head in its shortest form.
+#[inline]
 pub(crate) fn put_head<B: BufMut>(buf: &mut B, major: u8, value: u64) {
     let major = major << 5;
     match value {

@@ -26,7 +26,7 @@ use super::cbor_util::{Number, WireValue};
 use super::json::{self, JsonReader};
 use super::senml::PathText;
 use super::{DecodeError, DecodeErrorKind as Kind, DecodeOptions, EncodeError};
-use crate::model::{ContentFormat, DataType, Path, Record, Registry, Value};
+use crate::model::{ContentFormat, DataType, Path, Record, Registry, TypeLookup, Value};
 
 #[derive(Default)]
 struct Entry<'a> {
@@ -204,8 +204,9 @@ pub fn encode<B: BufMut>(
     if path.is_root() {
         return Err(EncodeError::UnsupportedPath { format: ContentFormat::Lwm2mJson, path: *path });
     }
+    let mut types = TypeLookup::new(registry);
     for record in records {
-        super::check_record(path, record, registry)?;
+        super::check_record_in(path, record, &mut types)?;
         let non_finite =
             matches!(record.value, Value::Float(f) if !f.is_finite()) || record.time.is_some_and(|t| !t.is_finite());
         if non_finite {

@@ -35,7 +35,7 @@ use bytes::BufMut;
 
 pub use error::{DecodeError, DecodeErrorKind, EncodeError, TlvKind};
 
-use crate::model::{ContentFormat, DataType, Path, Record, Registry};
+use crate::model::{ContentFormat, DataType, Path, Record, Registry, TypeLookup};
 
 /// Limits that keep a decoder's work and memory bounded on hostile input.
 ///
@@ -258,17 +258,23 @@ fn single<'r, 'a>(
 
 /// Checks a record against the request path and the model before it is encoded.
 fn check_record(request: &Path, record: &Record<'_>, registry: &Registry) -> Result<(), EncodeError> {
+    check_record_in(request, record, &mut TypeLookup::new(registry))
+}
+
+/// As [`check_record`], for the records of one pack (`types` keeps the
+/// object looked up last).
+fn check_record_in(request: &Path, record: &Record<'_>, types: &mut TypeLookup<'_>) -> Result<(), EncodeError> {
     if !record.path.starts_with(request) {
         return Err(EncodeError::PathOutsideRequest { path: record.path, request: *request });
     }
     if !record.path.is_value_path() {
         return Err(EncodeError::NotAValuePath(record.path));
     }
-    check_type(&record.path, record.value.data_type(), registry)
+    check_type(&record.path, record.value.data_type(), types)
 }
 
-fn check_type(path: &Path, found: DataType, registry: &Registry) -> Result<(), EncodeError> {
-    match registry.data_type(path) {
+fn check_type(path: &Path, found: DataType, types: &mut TypeLookup<'_>) -> Result<(), EncodeError> {
+    match types.data_type(path) {
         Some(expected) if expected != found => Err(EncodeError::TypeMismatch { path: *path, expected, found }),
         _ => Ok(()),
     }
@@ -282,9 +288,10 @@ fn tree_records<'r, 'a>(
     records: &'r [Record<'a>],
     registry: &Registry,
 ) -> Result<Vec<&'r Record<'a>>, EncodeError> {
+    let mut types = TypeLookup::new(registry);
     let mut sorted: Vec<&Record<'a>> = Vec::with_capacity(records.len());
     for record in records {
-        check_record(request, record, registry)?;
+        check_record_in(request, record, &mut types)?;
         if record.time.is_some() {
             return Err(EncodeError::TimeNotSupported(format));
         }

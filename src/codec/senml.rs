@@ -7,7 +7,7 @@ use bytes::BufMut;
 
 use super::cbor_util::{Number, WireValue};
 use super::{DecodeError, DecodeErrorKind as Kind, DecodeOptions, EncodeError};
-use crate::model::{ContentFormat, Path, PathError, PathParser, Record, Registry, Value};
+use crate::model::{ContentFormat, Path, PathError, PathParser, Record, Registry, TypeLookup, Value};
 
 /// The SenML labels (RFC 8428 Table 4 plus LwM2M's `vlo`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,7 +184,7 @@ impl Context {
         raw: &mut RawRecord<'a>,
         offset: usize,
         request: &Path,
-        registry: &Registry,
+        types: &mut TypeLookup<'_>,
     ) -> Result<Record<'a>, DecodeError> {
         let path = self.path(raw, offset)?;
         if !path.starts_with(request) {
@@ -202,7 +202,7 @@ impl Context {
             (Some(WireValue::Number(n)), Some(base)) => WireValue::Number(base.add(n)),
             (Some(value), _) => value,
         };
-        let value = wire.typed(registry.data_type(&path)).map_err(|kind| DecodeError::new(offset, kind))?;
+        let value = wire.typed(types.data_type(&path)).map_err(|kind| DecodeError::new(offset, kind))?;
         Ok(Record { path, value, time })
     }
 
@@ -225,13 +225,14 @@ pub(crate) fn resolver<'a, 'r>(
     mut each: impl FnMut(Record<'a>) + 'r,
 ) -> impl FnMut(&mut RawRecord<'a>, usize) -> Result<(), DecodeError> + 'r {
     let mut context = Context::default();
+    let mut types = TypeLookup::new(registry);
     let mut count = 0usize;
     move |raw, offset| {
         if count >= options.max_records {
             return Err(DecodeError::new(offset, Kind::TooManyRecords { limit: options.max_records }));
         }
         count += 1;
-        each(context.record(raw, offset, path, registry)?);
+        each(context.record(raw, offset, path, &mut types)?);
         Ok(())
     }
 }
@@ -246,49 +247,51 @@ pub(crate) fn text_bytes(text: Cow<'_, str>) -> Cow<'_, [u8]> {
 
 /// A path as text without allocating: `/65534/65534/65534/65534` is the longest.
 pub(crate) struct PathText {
-    bytes: [u8; 24],
+    bytes: [u8; 32],
     len: usize,
 }
 
 impl PathText {
     /// The segments of `path` from `skip` on, each preceded by `/`; with
     /// `trailing_slash`, one more `/` at the end.
+    #[inline]
     pub(crate) fn new(path: &Path, skip: usize, trailing_slash: bool) -> PathText {
-        let mut text = PathText { bytes: [0; 24], len: 0 };
-        for &id in &path.segments()[skip..] {
-            text.push(b'/');
+        // At most four segments of at most six bytes and one more `/`: 25
+        // bytes, so the index masks below never wrap (and need no checks).
+        let mut bytes = [0u8; 32];
+        let mut len = 0usize;
+        for &id in path.segments().get(skip..).unwrap_or(&[]) {
+            bytes[len & 31] = b'/';
+            len += 1;
             // Most ids are one or two digits: write those without a loop.
             if id < 10 {
-                text.push(b'0' + id as u8);
+                bytes[len & 31] = b'0' + id as u8;
+                len += 1;
             } else if id < 100 {
-                text.push(b'0' + (id / 10) as u8);
-                text.push(b'0' + (id % 10) as u8);
+                bytes[len & 31] = b'0' + (id / 10) as u8;
+                bytes[(len + 1) & 31] = b'0' + (id % 10) as u8;
+                len += 2;
             } else {
-                let mut digits = [0u8; 5];
+                let count = if id < 1000 {
+                    3
+                } else if id < 10_000 {
+                    4
+                } else {
+                    5
+                };
                 let mut n = id;
-                let mut count = 0;
-                while n > 0 {
-                    digits[count] = b'0' + (n % 10) as u8;
-                    count += 1;
+                for i in (0..count).rev() {
+                    bytes[(len + i) & 31] = b'0' + (n % 10) as u8;
                     n /= 10;
                 }
-                for i in (0..count).rev() {
-                    text.push(digits[i]);
-                }
+                len += count;
             }
         }
         if trailing_slash || path.depth() == skip && skip == 0 {
-            text.push(b'/');
+            bytes[len & 31] = b'/';
+            len += 1;
         }
-        text
-    }
-
-    #[inline]
-    fn push(&mut self, b: u8) {
-        if self.len < self.bytes.len() {
-            self.bytes[self.len] = b;
-            self.len += 1;
-        }
+        PathText { bytes, len }
     }
 
     /// The text.
@@ -347,8 +350,9 @@ pub(crate) fn encode<B: BufMut, W: Writer<B>>(
     registry: &Registry,
     buf: &mut B,
 ) -> Result<(), EncodeError> {
+    let mut types = TypeLookup::new(registry);
     for record in records {
-        super::check_record(request, record, registry)?;
+        super::check_record_in(request, record, &mut types)?;
         if let Some(time) = record.time {
             if !time.is_finite() {
                 return Err(EncodeError::NonFinite(record.path));

@@ -353,6 +353,36 @@ impl Registry {
     }
 }
 
+/// Data types for the records of one pack: the object of the last lookup is
+/// kept, as a pack's records mostly share it (one object scan per pack
+/// instead of one per record).
+pub(crate) struct TypeLookup<'r> {
+    registry: &'r Registry,
+    last: Option<(u16, Option<&'r ObjectDef>)>,
+}
+
+impl<'r> TypeLookup<'r> {
+    pub(crate) fn new(registry: &'r Registry) -> TypeLookup<'r> {
+        TypeLookup { registry, last: None }
+    }
+
+    /// As [`Registry::data_type`].
+    #[inline]
+    pub(crate) fn data_type(&mut self, path: &Path) -> Option<DataType> {
+        let object_id = path.object_id()?;
+        let resource_id = path.resource_id()?;
+        let object = match self.last {
+            Some((id, object)) if id == object_id => object,
+            _ => {
+                let object = self.registry.object(object_id);
+                self.last = Some((object_id, object));
+                object
+            }
+        };
+        object?.resource(resource_id).map(|r| r.data_type)
+    }
+}
+
 impl Default for Registry {
     fn default() -> Registry {
         Registry::builtin()

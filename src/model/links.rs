@@ -418,7 +418,11 @@ impl<'a> FromIterator<ObjectEntry<'a>> for ObjectList {
     /// is one object (its first `ver` kept), an instance given twice is kept
     /// once.
     fn from_iter<I: IntoIterator<Item = ObjectEntry<'a>>>(objects: I) -> ObjectList {
-        let mut builder = ObjectListBuilder { words: Vec::new() };
+        let objects = objects.into_iter();
+        // Room for the usual list (one instance per object) at once, so that
+        // a list of n such objects takes one allocation of its exact size.
+        let room = objects.size_hint().0.saturating_mul(HEADER + 1).min(1 << 12);
+        let mut builder = ObjectListBuilder { words: Vec::with_capacity(room) };
         for object in objects {
             let distinct = object.instances.len() < 2 || object.instances.windows(2).all(|w| w[0] < w[1]);
             if distinct && object.instances.len() < 1 << 16 && builder.find(object.object_id).is_none() {

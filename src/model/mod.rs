@@ -11,6 +11,8 @@ mod path;
 mod time;
 mod value;
 
+pub(crate) use definition::TypeLookup;
+
 pub use content_format::{ContentFormat, UnknownContentFormat};
 pub use definition::{
     DefinitionError, ObjectDef, ObjectVersion, ObjectVersionError, Operations, Registry, ResourceDef, ValueRange,

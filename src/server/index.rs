@@ -93,6 +93,33 @@ impl Hasher for SipHasher13 {
         self.tail_len = rest.len() as u32;
     }
 
+    // Integers (an address's words, a `str`'s end marker) go into the tail
+    // word at once when they fit, as their little-endian bytes would.
+    #[inline]
+    fn write_u8(&mut self, value: u8) {
+        self.write_word(u64::from(value), 1);
+    }
+
+    #[inline]
+    fn write_u16(&mut self, value: u16) {
+        self.write_word(u64::from(value), 2);
+    }
+
+    #[inline]
+    fn write_u32(&mut self, value: u32) {
+        self.write_word(u64::from(value), 4);
+    }
+
+    #[inline]
+    fn write_u64(&mut self, value: u64) {
+        self.write(&value.to_le_bytes());
+    }
+
+    #[inline]
+    fn write_usize(&mut self, value: usize) {
+        self.write(&value.to_le_bytes());
+    }
+
     fn finish(&self) -> u64 {
         let mut v = self.v;
         let last = (self.length << 56) | self.tail;
@@ -104,6 +131,21 @@ impl Hasher for SipHasher13 {
             sip_round(&mut v);
         }
         v[0] ^ v[1] ^ v[2] ^ v[3]
+    }
+}
+
+impl SipHasher13 {
+    /// The `len` (1 to 4) low bytes of `value`, as `write` of their
+    /// little-endian bytes would take them.
+    #[inline]
+    fn write_word(&mut self, value: u64, len: u32) {
+        if self.tail_len + len < 8 {
+            self.tail |= value << (8 * self.tail_len);
+            self.tail_len += len;
+            self.length = self.length.wrapping_add(u64::from(len));
+        } else {
+            self.write(&value.to_le_bytes()[..len as usize]);
+        }
     }
 }
 
@@ -254,6 +296,24 @@ mod tests {
             pieces.write(&[]);
             pieces.write(&message[split..]);
             assert_eq!(pieces.finish(), whole.finish(), "split at {split}");
+        }
+        // Integer writes are the writes of their little-endian bytes.
+        for lead in 0..9 {
+            let mut ints = SipHasher13::new(key);
+            let mut bytes = SipHasher13::new(key);
+            ints.write(&message[..lead]);
+            bytes.write(&message[..lead]);
+            ints.write_u8(0xa1);
+            ints.write_u16(0xb2c3);
+            ints.write_u32(0xd4e5_f607);
+            ints.write_u64(0x1829_3a4b_5c6d_7e8f);
+            ints.write_usize(0x99);
+            bytes.write(&[0xa1]);
+            bytes.write(&0xb2c3u16.to_le_bytes());
+            bytes.write(&0xd4e5_f607u32.to_le_bytes());
+            bytes.write(&0x1829_3a4b_5c6d_7e8fu64.to_le_bytes());
+            bytes.write(&0x99usize.to_le_bytes());
+            assert_eq!(ints.finish(), bytes.finish(), "after {lead} bytes");
         }
         let mut other = SipHasher13::new([key[0] ^ 1, key[1]]);
         other.write(&message);

@@ -357,7 +357,24 @@ impl SimDevice {
 
     /// Its endpoint name.
     pub fn endpoint(&self) -> String {
-        format!("sim-{}", self.id)
+        // Written by hand at its exact length (a Register copies it into a
+        // `Box<str>` without reallocating), not through `format!`.
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = self.id;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let mut name = String::with_capacity(4 + digits.len() - at);
+        name.push_str("sim-");
+        // Only ASCII digits were written.
+        name.push_str(core::str::from_utf8(&digits[at..]).unwrap_or("0"));
+        name
     }
 
     /// Its profile.

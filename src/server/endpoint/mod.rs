@@ -228,6 +228,11 @@ pub struct Endpoint<P> {
     /// task that asks again and again (each request sets its request timer
     /// later) costs no heap operation per request.
     timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    /// The top entry of `timers` when it was last found live and due at its
+    /// task's deadline, until that slot's device changes: settling the heap
+    /// again (after each burst of outputs) then needs no look at the device,
+    /// whose memory a large fleet would have to fetch each time.
+    settled: Option<(Instant, u32, u32)>,
     outputs: VecDeque<EndpointOutput<P>>,
     /// Task requests that could not go out, failed at the next timeout.
     deferred: VecDeque<(DeviceId, RequestId)>,
@@ -261,6 +266,7 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
             by_location: Vec::new(),
             images: BTreeMap::new(),
             timers: BinaryHeap::new(),
+            settled: None,
             outputs: VecDeque::new(),
             deferred: VecDeque::new(),
             counter: 0,
@@ -402,6 +408,7 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
         };
         let slot = match self.free.pop() {
             Some(slot) => {
+                self.unsettle(slot);
                 let entry = &mut self.slots[slot as usize];
                 entry.generation = entry.generation.wrapping_add(1);
                 entry.device = Some(device);
@@ -429,6 +436,7 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
     /// (its registration's indexes are gone already; timer entries of the
     /// slot are stale from now on).
     fn release(&mut self, slot: u32) {
+        self.unsettle(slot);
         let device = self.device_at(slot);
         let name = core::mem::take(&mut device.name);
         self.by_name.remove(hash_of(self.index_key, &*name), slot);
@@ -472,6 +480,7 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
         if let Some(registration) = registration {
             task.handle(now, TaskInput::Registered(registration))?;
         }
+        self.unsettle(slot);
         self.device_at(slot).upgrade = Some(Box::new(Upgrade { task, reported: false, deadline: None, queued: None }));
         self.drain(now, slot);
         Ok(self.id(slot))
@@ -901,6 +910,7 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
     /// Turns the task's outputs into transmits and events, reports its
     /// outcome once final, and files its deadline.
     fn drain(&mut self, now: Instant, slot: u32) {
+        self.unsettle(slot);
         let id = self.id(slot);
         loop {
             let device = self.device_at(slot);
@@ -1026,6 +1036,7 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
                 }
             }
         }
+        self.settled = None;
         loop {
             let Some(mut top) = self.timers.peek_mut() else { break };
             let Reverse((at, slot, generation)) = *top;
@@ -1064,6 +1075,9 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
     /// [`poll_timeout`](Self::poll_timeout) names a real deadline: stale
     /// entries go, and a live one whose deadline moved later moves there.
     fn prune_timers(&mut self) {
+        if self.settled.is_some() && self.timers.peek().map(|top| top.0) == self.settled {
+            return;
+        }
         while let Some(mut top) = self.timers.peek_mut() {
             let Reverse((at, slot, generation)) = *top;
             let Some(upgrade) = live_upgrade(&mut self.slots, at, slot, generation) else {
@@ -1071,7 +1085,10 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
                 continue;
             };
             match upgrade.deadline {
-                Some(deadline) if deadline == at => break,
+                Some(deadline) if deadline == at => {
+                    self.settled = Some((at, slot, generation));
+                    break;
+                }
                 Some(deadline) => {
                     upgrade.queued = Some(deadline);
                     *top = Reverse((deadline, slot, generation));
@@ -1081,6 +1098,14 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
                     PeekMut::pop(top);
                 }
             }
+        }
+    }
+
+    /// Forgets that the heap's top was settled, when it is `slot`'s entry
+    /// (whose device is about to change).
+    fn unsettle(&mut self, slot: u32) {
+        if self.settled.is_some_and(|(_, settled, _)| settled == slot) {
+            self.settled = None;
         }
     }
 

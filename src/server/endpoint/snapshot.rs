@@ -84,6 +84,7 @@ impl<'de, P: Deserialize<'de> + Copy + Ord + core::hash::Hash + Debug> Deseriali
             by_location: Vec::new(),
             images: BTreeMap::new(),
             timers: BinaryHeap::new(),
+            settled: None,
             outputs: state.outputs,
             deferred: state.deferred,
             counter: state.counter,
