@@ -43,6 +43,7 @@
 //! assert!(sent > 0);
 //! ```
 
+mod deadlines;
 #[cfg(test)]
 mod forget_tests;
 mod io;
@@ -52,17 +53,16 @@ mod snapshot;
 mod tests;
 
 use alloc::boxed::Box;
-use alloc::collections::binary_heap::PeekMut;
-use alloc::collections::{BTreeMap, BinaryHeap, VecDeque};
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::cmp::Reverse;
 use core::fmt::Debug;
 use core::hash::Hash;
 
 use bytes::Bytes;
 
+use deadlines::Deadlines;
 pub use io::{
     DeviceId, DeviceRequest, DeviceResponse, DownlinkRequest, EndpointError, EndpointEvent, EndpointOutput,
     EndpointStats, Method, Reply, ResponseVerdict, Token, Transmit,
@@ -148,12 +148,6 @@ struct Upgrade {
     task: UpgradeTask,
     /// Its outcome was reported.
     reported: bool,
-    /// Its task's deadline when it last ran.
-    deadline: Option<Instant>,
-    /// When its live entry in the endpoint's timer heap is due: at or before
-    /// `deadline` (a deadline that moved later keeps its entry, which is
-    /// moved when it comes up).
-    queued: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -221,18 +215,8 @@ pub struct Endpoint<P> {
     /// serves, without a hash.
     by_location: Vec<u32>,
     images: BTreeMap<String, Arc<dyn ImageSource + Send + Sync>>,
-    /// Task deadlines: (when, slot, generation). A device's live entry is
-    /// the one at its [`Upgrade::queued`]; others are stale and skipped. A
-    /// deadline that moves earlier gets a new entry; one that moves later
-    /// keeps its entry, moved to the deadline when it reaches the top, so a
-    /// task that asks again and again (each request sets its request timer
-    /// later) costs no heap operation per request.
-    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
-    /// The top entry of `timers` when it was last found live and due at its
-    /// task's deadline, until that slot's device changes: settling the heap
-    /// again (after each burst of outputs) then needs no look at the device,
-    /// whose memory a large fleet would have to fetch each time.
-    settled: Option<(Instant, u32, u32)>,
+    /// Each upgrade's task deadline, by slot (see [`deadlines`]).
+    deadlines: Deadlines,
     outputs: VecDeque<EndpointOutput<P>>,
     /// Task requests that could not go out, failed at the next timeout.
     deferred: VecDeque<(DeviceId, RequestId)>,
@@ -265,8 +249,7 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
             index_key,
             by_location: Vec::new(),
             images: BTreeMap::new(),
-            timers: BinaryHeap::new(),
-            settled: None,
+            deadlines: Deadlines::default(),
             outputs: VecDeque::new(),
             deferred: VecDeque::new(),
             counter: 0,
@@ -408,7 +391,6 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
         };
         let slot = match self.free.pop() {
             Some(slot) => {
-                self.unsettle(slot);
                 let entry = &mut self.slots[slot as usize];
                 entry.generation = entry.generation.wrapping_add(1);
                 entry.device = Some(device);
@@ -436,7 +418,7 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
     /// (its registration's indexes are gone already; timer entries of the
     /// slot are stale from now on).
     fn release(&mut self, slot: u32) {
-        self.unsettle(slot);
+        self.deadlines.remove(slot);
         let device = self.device_at(slot);
         let name = core::mem::take(&mut device.name);
         self.by_name.remove(hash_of(self.index_key, &*name), slot);
@@ -480,8 +462,8 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
         if let Some(registration) = registration {
             task.handle(now, TaskInput::Registered(registration))?;
         }
-        self.unsettle(slot);
-        self.device_at(slot).upgrade = Some(Box::new(Upgrade { task, reported: false, deadline: None, queued: None }));
+        self.deadlines.remove(slot);
+        self.device_at(slot).upgrade = Some(Box::new(Upgrade { task, reported: false }));
         self.drain(now, slot);
         Ok(self.id(slot))
     }
@@ -910,7 +892,6 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
     /// Turns the task's outputs into transmits and events, reports its
     /// outcome once final, and files its deadline.
     fn drain(&mut self, now: Instant, slot: u32) {
-        self.unsettle(slot);
         let id = self.id(slot);
         loop {
             let device = self.device_at(slot);
@@ -937,11 +918,7 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
             }
         }
         let deadline = upgrade.task.poll_timeout();
-        upgrade.deadline = deadline;
-        if let Some(at) = deadline.filter(|at| upgrade.queued.is_none_or(|queued| *at < queued)) {
-            upgrade.queued = Some(at);
-            self.timers.push(Reverse((at, slot, id.generation)));
-        }
+        self.deadlines.set(slot, deadline);
     }
 
     /// Room for one more exchange with the device in `slot`, registered: its
@@ -1036,77 +1013,15 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
                 }
             }
         }
-        self.settled = None;
-        loop {
-            let Some(mut top) = self.timers.peek_mut() else { break };
-            let Reverse((at, slot, generation)) = *top;
-            if at > now {
-                break;
-            }
-            let Some(upgrade) = live_upgrade(&mut self.slots, at, slot, generation) else {
-                PeekMut::pop(top);
-                continue;
-            };
-            match upgrade.deadline {
-                Some(deadline) if deadline > at => {
-                    // It moved later: its entry goes there, and fires in
-                    // deadline order with the others due.
-                    upgrade.queued = Some(deadline);
-                    *top = Reverse((deadline, slot, generation));
-                }
-                Some(_) => {
-                    PeekMut::pop(top);
-                    upgrade.queued = None;
-                    upgrade.deadline = None;
-                    let _ = upgrade.task.handle_timeout(now);
-                    self.drain(now, slot);
-                }
-                None => {
-                    PeekMut::pop(top);
-                    upgrade.queued = None;
-                }
+        while let Some(slot) = self.deadlines.pop_due(now) {
+            let upgrade = self.slots[slot as usize].device.as_mut().and_then(|d| d.upgrade.as_deref_mut());
+            if let Some(upgrade) = upgrade {
+                let _ = upgrade.task.handle_timeout(now);
+                self.drain(now, slot);
             }
         }
-        self.prune_timers();
+        self.deadlines.settle();
         Ok(())
-    }
-
-    /// Settles the top of the timer heap, so that
-    /// [`poll_timeout`](Self::poll_timeout) names a real deadline: stale
-    /// entries go, and a live one whose deadline moved later moves there.
-    fn prune_timers(&mut self) {
-        if self.settled.is_some() && self.timers.peek().map(|top| top.0) == self.settled {
-            return;
-        }
-        while let Some(mut top) = self.timers.peek_mut() {
-            let Reverse((at, slot, generation)) = *top;
-            let Some(upgrade) = live_upgrade(&mut self.slots, at, slot, generation) else {
-                PeekMut::pop(top);
-                continue;
-            };
-            match upgrade.deadline {
-                Some(deadline) if deadline == at => {
-                    self.settled = Some((at, slot, generation));
-                    break;
-                }
-                Some(deadline) => {
-                    upgrade.queued = Some(deadline);
-                    *top = Reverse((deadline, slot, generation));
-                }
-                None => {
-                    upgrade.queued = None;
-                    PeekMut::pop(top);
-                }
-            }
-        }
-    }
-
-    /// Forgets that the heap's top was settled, when it is `slot`'s entry
-    /// (whose device is about to change).
-    fn unsettle(&mut self, slot: u32) {
-        if self.settled.is_some_and(|(_, settled, _)| settled == slot) {
-            self.settled = None;
-        }
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next.
@@ -1114,7 +1029,7 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
         if !self.deferred.is_empty() {
             return Some(self.last_now);
         }
-        let task = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        let task = self.deadlines.peek();
         match (task, self.registrations.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -1129,7 +1044,7 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
             // lines are in cache, not where the ring stopped (after a burst
             // it spans many).
             self.outputs.clear();
-            self.prune_timers();
+            self.deadlines.settle();
         }
         output
     }
@@ -1148,13 +1063,6 @@ fn index_location(by_location: &mut Vec<u32>, location: Location, slot: u32) {
 /// two never hash the same input alike.
 fn index_key(token_key: [u64; 2]) -> [u64; 2] {
     [token_key[0] ^ 0x6e61_6d65_7370_6163, token_key[1].rotate_left(17) ^ 0x7065_6572_7370_6163]
-}
-
-/// The upgrade whose live timer entry is `(at, slot, generation)`, if that
-/// entry is live.
-fn live_upgrade<P>(slots: &mut [Slot<P>], at: Instant, slot: u32, generation: u32) -> Option<&mut Upgrade> {
-    let entry = slots.get_mut(slot as usize).filter(|entry| entry.generation == generation)?;
-    entry.device.as_mut()?.upgrade.as_deref_mut().filter(|u| u.queued == Some(at))
 }
 
 /// A registration request's link list as text, or the 4.00 refusing bytes

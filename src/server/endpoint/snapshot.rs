@@ -3,14 +3,15 @@
 //! rebuilt from the devices. Format 2 (`"format": 2`: format 1, before the
 //! registration table became a slab, is no longer read); any other is refused.
 
-use alloc::collections::{BTreeMap, BinaryHeap, VecDeque};
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
-use core::cmp::Reverse;
 use core::fmt::Debug;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{DeviceId, Endpoint, EndpointConfig, EndpointOutput, EndpointStats, Slot, index_key, index_location};
+use super::{
+    Deadlines, DeviceId, Endpoint, EndpointConfig, EndpointOutput, EndpointStats, Slot, index_key, index_location,
+};
 use crate::model::{Instant, RequestId};
 use crate::server::Registrations;
 use crate::server::index::{HashIndex, hash_of};
@@ -83,8 +84,7 @@ impl<'de, P: Deserialize<'de> + Copy + Ord + core::hash::Hash + Debug> Deseriali
             index_key: key,
             by_location: Vec::new(),
             images: BTreeMap::new(),
-            timers: BinaryHeap::new(),
-            settled: None,
+            deadlines: Deadlines::default(),
             outputs: state.outputs,
             deferred: state.deferred,
             counter: state.counter,
@@ -101,8 +101,8 @@ impl<'de, P: Deserialize<'de> + Copy + Ord + core::hash::Hash + Debug> Deseriali
             if let Some(peer) = device.peer {
                 endpoint.by_peer.insert(hash_of(endpoint.index_key, &peer), slot);
             }
-            if let Some(at) = device.upgrade.as_ref().and_then(|u| u.deadline) {
-                endpoint.timers.push(Reverse((at, slot, entry.generation)));
+            if let Some(upgrade) = device.upgrade.as_ref() {
+                endpoint.deadlines.set(slot, upgrade.task.poll_timeout());
             }
         }
         Ok(endpoint)
