@@ -276,12 +276,12 @@ fn pump(
                 ClientEvent::Request(handle, Err(code)) => m.coap.respond(now, &handle, code, None, &[], None),
                 ClientEvent::Answered(Uplink::Register | Uplink::Update, code) if !code.is_success() => {
                     if let Some(register) = m.last_register.clone() {
-                        m.sim.uplink_failed(now, &register);
+                        m.sim.uplink_failed(now, None, &register);
                     }
                 }
                 ClientEvent::Failed(Uplink::Register | Uplink::Update) => {
                     if let Some(register) = m.last_register.clone() {
-                        m.sim.uplink_failed(now, &register);
+                        m.sim.uplink_failed(now, None, &register);
                     }
                 }
                 ClientEvent::Block { code, block, payload, .. } => match (code, block) {

@@ -362,13 +362,17 @@ fn a_registration_that_never_got_through_is_tried_again() {
     h.registered();
     let registration = h.inbox.iter().find(|m| matches!(m, ClientMessage::Register(_))).cloned().unwrap();
     let before = h.device.registrations();
-    h.device.uplink_failed(h.now, &registration);
+    h.device.uplink_failed(h.now, None, &registration);
     let again = h.run_until(Duration::from_secs(61), |m| matches!(m, ClientMessage::Register(_)));
     assert!(again.is_some(), "no new Register");
     assert_eq!(h.device.registrations(), before + 1);
     // A lost Send is not a reason to register again.
     let before = h.device.registrations();
-    h.device.uplink_failed(h.now, &ClientMessage::Send { format: ContentFormat::SenmlCbor, payload: Bytes::new() });
+    h.device.uplink_failed(
+        h.now,
+        None,
+        &ClientMessage::Send { format: ContentFormat::SenmlCbor, payload: Bytes::new() },
+    );
     assert!(h.run_until(Duration::from_secs(61), |m| matches!(m, ClientMessage::Register(_))).is_none());
     assert_eq!(h.device.registrations(), before);
 }

@@ -121,6 +121,13 @@ struct Download {
     version: Option<String>,
 }
 
+/// Names one confirmable uplink of a device under NSTART = 1, from
+/// [`SimDevice::poll_uplink`] to its acknowledgement or failure: a copy of
+/// an earlier uplink (a network duplicate, a retransmission that crossed its
+/// answer) carries that uplink's stamp, so its answer releases nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UplinkStamp(u32);
+
 /// One simulated device. Sans-I/O like everything else: feed it server
 /// requests with [`handle`](Self::handle) (only while [`reachable`](Self::reachable)),
 /// call [`handle_timeout`](Self::handle_timeout) at [`poll_timeout`](Self::poll_timeout),
@@ -168,8 +175,11 @@ pub struct SimDevice {
     /// NSTART = 1 ([`set_nstart`](Self::set_nstart)): the caller reports the
     /// end of each confirmable uplink, and no other goes out before.
     nstart: bool,
-    /// The confirmable uplink sent and not yet acknowledged (under NSTART = 1).
-    in_flight: Option<ClientMessage>,
+    /// The stamp of the confirmable uplink sent and not yet acknowledged
+    /// (under NSTART = 1).
+    in_flight: Option<UplinkStamp>,
+    /// Confirmable uplinks stamped so far.
+    stamps: u32,
     /// Confirmable uplinks waiting for `in_flight`'s acknowledgement.
     held: VecDeque<ClientMessage>,
 }
@@ -236,6 +246,7 @@ impl SimDevice {
             send_configured: true,
             nstart: false,
             in_flight: None,
+            stamps: 0,
             held: VecDeque::new(),
         }
     }
@@ -258,9 +269,10 @@ impl SimDevice {
     /// NSTART = 1 (RFC 7252 §4.7): with `on`, the device sends no confirmable
     /// uplink (Register, Update, Send, De-register) while the previous one is
     /// unacknowledged; it waits, e.g. its after-boot Send for the Register's
-    /// answer. The caller then reports each confirmable uplink's end with
-    /// [`uplink_acknowledged`](Self::uplink_acknowledged) or
-    /// [`uplink_failed`](Self::uplink_failed). Off by default, for callers
+    /// answer. The caller then takes uplinks with their stamps from
+    /// [`poll_uplink`](Self::poll_uplink) and reports each confirmable
+    /// uplink's end with [`uplink_acknowledged`](Self::uplink_acknowledged)
+    /// or [`uplink_failed`](Self::uplink_failed). Off by default, for callers
     /// whose transport keeps NSTART itself (the swarm's CoAP client).
     pub fn set_nstart(&mut self, on: bool) {
         self.nstart = on;
@@ -270,12 +282,12 @@ impl SimDevice {
         }
     }
 
-    /// The server acknowledged the confirmable uplink `message` (its
+    /// The server acknowledged the confirmable uplink stamped `stamp` (its
     /// response arrived): under NSTART = 1 the next waiting one goes out. An
     /// acknowledgement of anything but the uplink in flight (a duplicate's,
     /// or one sent before a reboot) is ignored.
-    pub fn uplink_acknowledged(&mut self, now: Instant, message: &ClientMessage) {
-        if self.in_flight.as_ref() == Some(message) {
+    pub fn uplink_acknowledged(&mut self, now: Instant, stamp: UplinkStamp) {
+        if self.in_flight == Some(stamp) {
             self.release(now);
         }
     }
@@ -285,9 +297,15 @@ impl SimDevice {
         self.in_flight = None;
         if let Some(next) = self.held.pop_front() {
             self.awake_until = now + self.profile.awake_window;
-            self.in_flight = Some(next.clone());
+            self.in_flight = Some(self.stamp());
             self.outbox.push_back(next);
         }
+    }
+
+    /// A new stamp for the confirmable uplink going out.
+    fn stamp(&mut self) -> UplinkStamp {
+        self.stamps = self.stamps.wrapping_add(1);
+        UplinkStamp(self.stamps)
     }
 
     /// Caps its pull downloads at `bytes_per_s`, as a server delivering
@@ -409,6 +427,16 @@ impl SimDevice {
         self.outbox.pop_front()
     }
 
+    /// The next uplink to send and, for a confirmable one under NSTART = 1
+    /// ([`set_nstart`](Self::set_nstart)), the stamp its acknowledgement or
+    /// failure is reported with. Under NSTART at most one confirmable uplink
+    /// is out at a time, so the stamp is the one in flight.
+    pub fn poll_uplink(&mut self) -> Option<(ClientMessage, Option<UplinkStamp>)> {
+        let message = self.outbox.pop_front()?;
+        let stamp = if self.nstart && confirmable(&message) { self.in_flight } else { None };
+        Some((message, stamp))
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next = self.offline_until;
@@ -434,7 +462,7 @@ impl SimDevice {
                 self.held.push_back(message);
                 return;
             }
-            self.in_flight = Some(message.clone());
+            self.in_flight = Some(self.stamp());
         }
         self.awake_until = now + self.profile.awake_window;
         self.outbox.push_back(message);
@@ -462,8 +490,9 @@ impl SimDevice {
     /// after all its retransmissions). A Register or Registration Update that
     /// never got through is followed by a new Register a minute later, as
     /// clients retry their registration.
-    pub fn uplink_failed(&mut self, now: Instant, message: &ClientMessage) {
-        if self.in_flight.as_ref() == Some(message) {
+    /// `stamp` is the one [`poll_uplink`](Self::poll_uplink) gave with it.
+    pub fn uplink_failed(&mut self, now: Instant, stamp: Option<UplinkStamp>, message: &ClientMessage) {
+        if stamp.is_some() && self.in_flight == stamp {
             self.release(now);
         }
         if matches!(message, ClientMessage::Register(_) | ClientMessage::Update { .. }) && self.offline_until.is_none()
@@ -960,18 +989,23 @@ mod tests {
         let images = ImageStore::new();
         let mut device = SimDevice::new(2, &profile::CONFORMING, 3, "1.0.0", Instant::ZERO);
         device.set_nstart(true);
-        let out = boot(&mut device, &images);
-        let [register @ ClientMessage::Register(_)] = &out[..] else { panic!("{out:?}") };
+        let boot_at = device.poll_timeout().unwrap();
+        device.handle_timeout(boot_at, &images);
+        let Some((ClientMessage::Register(_), Some(register))) = device.poll_uplink() else { panic!("no Register") };
+        assert!(device.poll_uplink().is_none());
         let now = Instant::from_millis(6_000);
-        // An acknowledgement of something else releases nothing.
-        device.uplink_acknowledged(now, &ClientMessage::Deregister);
+        // An acknowledgement of something else (an earlier uplink's stamp)
+        // releases nothing.
+        device.uplink_acknowledged(now, UplinkStamp(register.0.wrapping_sub(1)));
         assert!(device.poll_message().is_none());
         device.uplink_acknowledged(now, register);
-        let send = device.poll_message();
-        assert!(matches!(send, Some(ClientMessage::Send { .. })), "{send:?}");
+        let Some((send @ ClientMessage::Send { .. }, Some(stamp))) = device.poll_uplink() else { panic!("no Send") };
+        assert_ne!(stamp, register);
         assert!(device.poll_message().is_none());
+        // Acknowledging the Register again (a duplicate's answer) changes nothing.
+        device.uplink_acknowledged(now, register);
         // A Send that failed releases the next one too (nothing waits here).
-        device.uplink_failed(now, &send.unwrap());
+        device.uplink_failed(now, Some(stamp), &send);
         assert!(device.poll_message().is_none());
     }
 

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::campaign::CampaignState;
-use super::{FleetProfile, ImageStore, LinkParams, Rng, SimDevice, SimImage, image_bytes};
+use super::{FleetProfile, ImageStore, LinkParams, Rng, SimDevice, SimImage, UplinkStamp, image_bytes};
 use crate::campaign::{CampaignDevice, CampaignOutput, UpgradeReport};
 use crate::model::{
     Binding, ClientMessage, ContentFormat, Instant, ObjectList, Operation, Path, Registration, RequestId, ResponseCode,
@@ -361,15 +361,18 @@ impl EventQueue {
     }
 }
 
+/// A device message and, for a confirmable one, the device's stamp for it.
+type Uplink = (ClientMessage, Option<UplinkStamp>);
+
 /// Uplinks in flight, each stored once and named by an index in events.
 #[derive(Default)]
 struct UplinkStore {
-    messages: Vec<Option<ClientMessage>>,
+    messages: Vec<Option<Uplink>>,
     free: Vec<u32>,
 }
 
 impl UplinkStore {
-    fn insert(&mut self, message: ClientMessage) -> u32 {
+    fn insert(&mut self, message: Uplink) -> u32 {
         match self.free.pop() {
             Some(index) => {
                 self.messages[index as usize] = Some(message);
@@ -382,7 +385,7 @@ impl UplinkStore {
         }
     }
 
-    fn take(&mut self, index: u32) -> Option<ClientMessage> {
+    fn take(&mut self, index: u32) -> Option<Uplink> {
         let message = self.messages.get_mut(index as usize)?.take();
         if message.is_some() {
             self.free.push(index);
@@ -845,9 +848,10 @@ impl Fleet {
 
     /// Device messages: confirmable ones (Register, Update, Send, De-register)
     /// are resent until they get through; responses and notifications are not.
-    fn send_uplink(&mut self, at: MemberRef, message: ClientMessage, attempt: u8) {
+    fn send_uplink(&mut self, at: MemberRef, uplink: Uplink, attempt: u8) {
+        let message = &uplink.0;
         self.report.uplinks += 1;
-        if let ClientMessage::Notify { payload, .. } | ClientMessage::Send { payload, .. } = &message {
+        if let ClientMessage::Notify { payload, .. } | ClientMessage::Send { payload, .. } = message {
             self.report.notify_bytes += payload.len() as u64;
         }
         let link = self.link(at, false);
@@ -861,12 +865,12 @@ impl Fleet {
         if self.rng.chance(link.loss_ppm) {
             if confirmable && attempt < MAX_RETRANSMIT {
                 let timeout = ACK_TIMEOUT * (1u32 << attempt);
-                let stored = self.uplinks.insert(message);
+                let stored = self.uplinks.insert(uplink);
                 self.schedule(self.now + timeout, Event::UplinkRetransmit(at, stored, attempt + 1));
             } else if confirmable {
                 let now = self.now;
                 if let Some(member) = self.member(at) {
-                    member.device.uplink_failed(now, &message);
+                    member.device.uplink_failed(now, uplink.1, &uplink.0);
                 }
                 self.after_device(at);
             }
@@ -874,17 +878,17 @@ impl Fleet {
         }
         if self.rng.chance(link.duplicate_ppm) {
             let delay = self.delay(&link);
-            let stored = self.uplinks.insert(message.clone());
+            let stored = self.uplinks.insert(uplink.clone());
             self.schedule(self.now + delay, Event::Uplink(at, stored));
         }
         let delay = self.delay(&link);
-        let stored = self.uplinks.insert(message);
+        let stored = self.uplinks.insert(uplink);
         self.schedule(self.now + delay, Event::Uplink(at, stored));
     }
 
     /// A device message reaches the server: the endpoint gets it as the
     /// request or response it is on the wire.
-    fn uplink(&mut self, at: MemberRef, message: ClientMessage) {
+    fn uplink(&mut self, at: MemberRef, (message, stamp): Uplink) {
         let now = self.now;
         let peer = at.slot;
         let Some(member) = member_in(&mut self.slots, at) else { return };
@@ -980,9 +984,9 @@ impl Fleet {
                     | ClientMessage::Deregister
             );
         if refused {
-            member.device.uplink_failed(now, &message);
-        } else if acknowledged {
-            member.device.uplink_acknowledged(now, &message);
+            member.device.uplink_failed(now, stamp, &message);
+        } else if let Some(stamp) = stamp.filter(|_| acknowledged) {
+            member.device.uplink_acknowledged(now, stamp);
         }
         self.after_endpoint();
         if refused || acknowledged {
@@ -1128,8 +1132,8 @@ impl Fleet {
         }
         loop {
             let Some(member) = self.member(at) else { return };
-            let Some(message) = member.device.poll_message() else { break };
-            self.send_uplink(at, message, 0);
+            let Some(uplink) = member.device.poll_uplink() else { break };
+            self.send_uplink(at, uplink, 0);
         }
         let Some(member) = self.member(at) else { return };
         let Some(due) = member.device.poll_timeout().map(|due| due.max(now)) else { return };

@@ -50,7 +50,7 @@ mod rng;
 pub use campaign::{
     CampaignRun, CampaignSimConfig, Command, DeviceBlock, MAX_SIM_DEVICES, MAX_SIM_IMAGE, SimError, run_campaign,
 };
-pub use device::{IMAGE_HEADER, ImageStore, SimDevice, SimImage, image_bytes, image_version};
+pub use device::{IMAGE_HEADER, ImageStore, SimDevice, SimImage, UplinkStamp, image_bytes, image_version};
 pub use fleet::{Durations, Fleet, FleetConfig, FleetReport, registration_query, run_fleet};
 pub use network::{LinkParams, Network};
 pub use profile::{FleetProfile, Profile, SendMode};
