@@ -208,3 +208,21 @@ fn commands_pause_resume_and_cancel_the_simulated_campaign() {
     let bad = bad_spec(|v| v["commands"] = serde_json::json!([{"at_s": 1, "command": "explode"}]));
     refused(&bad, "commands[0].command");
 }
+
+/// A byte-rate quota over pushed images: the endpoint paces each push, so
+/// the image bytes sent in any second stay at the quota (within one block a
+/// device: a pace lets a block go once the bytes before it fit).
+#[test]
+fn pushed_images_stay_within_the_byte_rate_quota() {
+    let output = campaign(&["--spec", "tests/data/campaign/push_quota.json", "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(v["succeeded"], 3000, "{v}");
+    // 200,000 B/s at 2,000 B/s a device: 100 at once.
+    assert_eq!(v["max_concurrent_seen"], 100, "{v}");
+    let most = v["max_bytes_in_1s"].as_u64().unwrap();
+    assert!(most <= 200_000 + 100 * 1024, "{most} bytes in one second");
+    // Unpaced, these conforming devices take a block every round trip
+    // (about 850 kB/s for 100 of them); paced, the run takes longer.
+    assert!(v["sim_duration_s"].as_f64().unwrap() > 1_500.0, "{v}");
+}

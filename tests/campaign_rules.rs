@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use lwm2m_fota::campaign::*;
 use lwm2m_fota::model::Instant;
-use lwm2m_fota::server::{Failure, Outcome, Step, Strategy};
+use lwm2m_fota::server::{Delivery, Failure, Outcome, Step, Strategy};
 use proptest::prelude::*;
 use proptest::strategy::Strategy as _;
 
@@ -236,6 +236,29 @@ fn the_byte_rate_quota_paces_devices_and_bounds_how_many_run() {
     run(&mut campaign, 10, |_| true, 100_000);
     // 100,000 / 30,000: three paced downloads at once, 90,000 B/s at most.
     assert_eq!(campaign.progress().max_concurrent_seen, 3);
+}
+
+#[test]
+fn under_a_byte_rate_quota_pushed_images_carry_the_pace_and_pulled_ones_do_not() {
+    let mut fleet = Fleet::new(4);
+    fleet.groups[0] = vec!["pushed".into()];
+    let mut templates = BTreeMap::new();
+    templates.insert("push".to_string(), TaskTemplate { delivery: Some(Delivery::Push), ..TaskTemplate::default() });
+    let mut tree = SettingsTree::default();
+    tree.groups.insert("pushed".into(), [(TEMPLATE_NAME.to_string(), SettingValue::Text("push".into()))].into());
+    let mut spec = CampaignSpec::new("fw-2");
+    spec.quota.max_bytes_per_s = Some(100_000);
+    spec.quota.device_bytes_per_s = Some(25_000);
+    let campaign =
+        Campaign::new(Instant::ZERO, spec.clone(), &catalogue(), templates.clone(), tree.clone(), fleet.infos())
+            .unwrap();
+    let configs: Vec<_> = campaign.devices().map(|d| (d.config().delivery, d.config().push_pace)).collect();
+    assert_eq!(configs[0], (Delivery::Push, Some(25_000)));
+    assert!(configs[1..].iter().all(|c| *c == (Delivery::Pull, None)), "{configs:?}");
+    // Without the quota nothing is paced.
+    spec.quota.max_bytes_per_s = None;
+    let campaign = Campaign::new(Instant::ZERO, spec, &catalogue(), templates, tree, fleet.infos()).unwrap();
+    assert_eq!(campaign.devices().next().unwrap().config().push_pace, None);
 }
 
 #[test]

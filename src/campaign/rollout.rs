@@ -14,7 +14,7 @@ use super::catalogue::{Catalogue, CatalogueError, CatalogueFile};
 use super::settings::{self, Settings, SettingsTree, TaskTemplate, TemplateChoice};
 use super::spec::{CampaignSpec, DEFAULT_BASE_URI, PhaseSpec, SpecError};
 use crate::model::{Instant, Protocol};
-use crate::server::{Outcome, Strategy, UpgradeConfig};
+use crate::server::{Delivery, Outcome, Strategy, UpgradeConfig};
 
 /// A device's place in a campaign (stable for the campaign's life).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -504,7 +504,12 @@ impl Campaign {
             return plan;
         }
         let names = settings::group_names(groups);
-        let upgrade = settings::configure(&self.base, &self.templates, &self.tree, own, &names, &self.file);
+        let mut upgrade = settings::configure(&self.base, &self.templates, &self.tree, own, &names, &self.file);
+        if upgrade.config.delivery == Delivery::Push {
+            // Under a byte-rate quota the endpoint paces what it pushes; a
+            // pulled image is paced by whoever serves it (delivery_pace).
+            upgrade.config.push_pace = self.delivery_pace();
+        }
         let config = match self.plans.iter().find(|p| *p.config == upgrade.config) {
             Some(existing) => existing.config.clone(),
             None => Arc::new(upgrade.config),
@@ -703,7 +708,10 @@ impl Campaign {
     }
 
     /// The pace each upgrade's image must be delivered at, when a byte-rate
-    /// quota is set (bytes per second).
+    /// quota is set (bytes per second). Pushed images are paced by the
+    /// endpoint: the campaign puts this pace in their configuration
+    /// ([`UpgradeConfig::push_pace`]); a pulled image is paced by the server
+    /// that serves it.
     pub fn delivery_pace(&self) -> Option<u64> {
         self.spec.quota.max_bytes_per_s.map(|_| self.spec.device_pace())
     }

@@ -199,6 +199,16 @@ pub struct UpgradeConfig {
     /// it on unless they say otherwise.
     #[cfg_attr(feature = "serde", serde(default))]
     pub fallback: bool,
+    /// The most image bytes per second the endpoint pushes this device's
+    /// image at (U5, C3: a campaign's byte-rate quota sets it for push
+    /// delivery, as [`Campaign::delivery_pace`](crate::campaign::Campaign::delivery_pace)
+    /// says): a Block1 request waits until the bytes sent since the first
+    /// block fit the pace. `None` (the default, and a snapshot without the
+    /// field): each block goes as soon as the device answered the one
+    /// before. The wait counts against the request's own timeout, so a pace
+    /// must let one block go well within `request_timeout`.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub push_pace: Option<u64>,
 }
 
 impl UpgradeConfig {
@@ -226,6 +236,7 @@ impl UpgradeConfig {
             block_size: 1024,
             queue_window: Duration::from_secs(93),
             fallback: false,
+            push_pace: None,
         }
     }
 

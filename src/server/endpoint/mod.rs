@@ -148,6 +148,13 @@ struct Upgrade {
     task: UpgradeTask,
     /// Its outcome was reported.
     reported: bool,
+    /// When its first pushed block went and the image bytes pushed since
+    /// ([`UpgradeConfig::push_pace`]).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pushed: Option<(Instant, u64)>,
+    /// A Block1 request the push pace holds back, and when it may go.
+    #[cfg_attr(feature = "serde", serde(default))]
+    paced: Option<(Instant, RequestId, WireBlock)>,
 }
 
 #[derive(Debug)]
@@ -463,7 +470,7 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
             task.handle(now, TaskInput::Registered(registration))?;
         }
         self.deadlines.remove(slot);
-        self.device_at(slot).upgrade = Some(Box::new(Upgrade { task, reported: false }));
+        self.device_at(slot).upgrade = Some(Box::new(Upgrade { task, reported: false, pushed: None, paced: None }));
         self.drain(now, slot);
         Ok(self.id(slot))
     }
@@ -672,6 +679,10 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
     fn abandon_exchanges(&mut self, slot: u32) {
         let id = self.id(slot);
         let Some(device) = self.slots[slot as usize].device.as_mut() else { return };
+        // A block the push pace held back is an exchange not yet started.
+        if let Some(upgrade) = device.upgrade.as_deref_mut() {
+            upgrade.paced = None;
+        }
         let tokens = device.in_flight.drain(..).map(|f| f.token).chain(device.observations.drain(..).map(|o| o.token));
         self.outputs.extend(tokens.map(|token| EndpointOutput::Abandon { device: id, token }));
     }
@@ -917,7 +928,20 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
                 self.outputs.push_back(EndpointOutput::Event(id, EndpointEvent::Finished(outcome)));
             }
         }
-        let deadline = upgrade.task.poll_timeout();
+        self.refile(slot);
+    }
+
+    /// Files `slot`'s next deadline: its task's, or sooner the time a block
+    /// held back by the push pace may go.
+    fn refile(&mut self, slot: u32) {
+        let upgrade = self.slots[slot as usize].device.as_ref().and_then(|d| d.upgrade.as_deref());
+        let deadline = upgrade.and_then(|upgrade| {
+            let paced = upgrade.paced.map(|(at, _, _)| at);
+            match (upgrade.task.poll_timeout(), paced) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        });
         self.deadlines.set(slot, deadline);
     }
 
@@ -961,9 +985,24 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
     }
 
     fn send_block(&mut self, now: Instant, slot: u32, request: RequestId, wire: WireBlock) {
+        let (start, end) = wire.range();
+        if let Some(upgrade) = self.device_at(slot).upgrade.as_deref_mut() {
+            if let Some(pace) = upgrade.task.config().push_pace.filter(|pace| *pace > 0) {
+                match upgrade.pushed {
+                    Some((first, sent)) => {
+                        let due = first + core::time::Duration::from_millis(sent.saturating_mul(1000) / pace);
+                        if due > now {
+                            upgrade.paced = Some((due, request, wire));
+                            return self.refile(slot);
+                        }
+                        upgrade.pushed = Some((first, sent + (end - start)));
+                    }
+                    None => upgrade.pushed = Some((now, end - start)),
+                }
+            }
+        }
         let Some(peer) = self.room(slot) else { return self.fail_soon(now, slot, request) };
         let name = self.device_at(slot).upgrade.as_ref().map(|u| u.task.config().image_name.clone());
-        let (start, end) = wire.range();
         let mut payload = alloc::vec![0u8; (end - start) as usize];
         let read = name.as_deref().and_then(|name| self.images.get(name)).map(|image| image.read(start, &mut payload));
         if !matches!(read, Some(Ok(()))) {
@@ -1015,10 +1054,16 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
         }
         while let Some(slot) = self.deadlines.pop_due(now) {
             let upgrade = self.slots[slot as usize].device.as_mut().and_then(|d| d.upgrade.as_deref_mut());
-            if let Some(upgrade) = upgrade {
-                let _ = upgrade.task.handle_timeout(now);
-                self.drain(now, slot);
+            let Some(upgrade) = upgrade else { continue };
+            if let Some((_, request, wire)) = upgrade.paced.take_if(|(at, _, _)| *at <= now) {
+                self.send_block(now, slot, request, wire);
             }
+            let upgrade = self.slots[slot as usize].device.as_mut().and_then(|d| d.upgrade.as_deref_mut());
+            let Some(upgrade) = upgrade else { continue };
+            if upgrade.task.poll_timeout().is_some_and(|at| at <= now) {
+                let _ = upgrade.task.handle_timeout(now);
+            }
+            self.drain(now, slot);
         }
         self.deadlines.settle();
         Ok(())

@@ -1134,3 +1134,66 @@ fn block_values_round_trip() {
     assert_eq!(parse_block(5 << 4 | 8 | 7), None);
     assert_eq!(block_value(Block { number: 2, more: true, size: 256 }), 2 << 4 | 8 | 4);
 }
+
+#[test]
+fn a_push_pace_holds_each_block_until_the_bytes_before_it_fit_the_pace() {
+    let mut e = endpoint();
+    register(&mut e, Instant::ZERO, 7, "dev");
+    let mut config = (*upgrade_config(Strategy::Reads, Delivery::Push)).clone();
+    config.push_pace = Some(512);
+    e.upgrade(Instant::ZERO, "dev", Arc::new(config)).unwrap();
+    // The first block goes at once.
+    let (first, _) = drive_until(&mut e, Instant::ZERO, is_block);
+    assert_eq!(wire_block(&first).0.number, 0);
+    assert_eq!(answer(&mut e, Instant::ZERO, &first), ResponseVerdict::Accepted);
+    // 1,024 bytes at 512 bytes a second: the next one waits 2 s.
+    assert!(transmits(&outputs(&mut e)).iter().all(|t| !is_block(t)));
+    assert_eq!(e.poll_timeout(), Some(secs(2)));
+    e.handle_timeout(Instant::from_millis(1_999)).unwrap();
+    assert!(transmits(&outputs(&mut e)).is_empty(), "not before its time");
+    e.handle_timeout(secs(2)).unwrap();
+    let second = transmits(&outputs(&mut e)).pop().expect("the second block at 2 s");
+    assert_eq!(wire_block(&second).0.number, 1);
+    // Answered late (at 3 s), the third is due at 4 s: 2,048 bytes since 0 s.
+    assert_eq!(answer(&mut e, secs(3), &second), ResponseVerdict::Accepted);
+    assert!(transmits(&outputs(&mut e)).iter().all(|t| !is_block(t)));
+    assert_eq!(e.poll_timeout(), Some(secs(4)));
+    e.handle_timeout(secs(4)).unwrap();
+    let third = transmits(&outputs(&mut e)).pop().expect("the third block at 4 s");
+    assert_eq!(wire_block(&third).0, Block { number: 2, more: false, size: 1024 });
+}
+
+#[test]
+fn without_a_push_pace_each_block_follows_the_answer_at_once() {
+    let mut e = endpoint();
+    upgrading(&mut e, Strategy::Reads, Delivery::Push);
+    let (first, _) = drive_until(&mut e, Instant::ZERO, is_block);
+    assert_eq!(answer(&mut e, Instant::ZERO, &first), ResponseVerdict::Accepted);
+    let next = transmits(&outputs(&mut e)).pop().expect("the next block at once");
+    assert_eq!(wire_block(&next).0.number, 1);
+}
+
+#[test]
+fn a_block_held_by_the_pace_goes_once_across_a_new_registration() {
+    let mut e = endpoint();
+    register(&mut e, Instant::ZERO, 7, "dev");
+    let mut config = (*upgrade_config(Strategy::Reads, Delivery::Push)).clone();
+    config.push_pace = Some(100);
+    e.upgrade(Instant::ZERO, "dev", Arc::new(config)).unwrap();
+    let (first, _) = drive_until(&mut e, Instant::ZERO, is_block);
+    assert_eq!(answer(&mut e, Instant::ZERO, &first), ResponseVerdict::Accepted);
+    let mut seen = outputs(&mut e);
+    // The device registers anew while block 1 is held (due at 10.24 s): the
+    // held request is dropped with the old registration's exchanges, and
+    // what the task sends again is paced as before, so block 1 goes once.
+    register(&mut e, secs(1), 7, "dev");
+    seen.extend(outputs(&mut e));
+    let mut times: Vec<u64> = (2_000..=20_000).step_by(1_000).chain([10_240]).collect();
+    times.sort_unstable();
+    for ms in times {
+        e.handle_timeout(Instant::from_millis(ms)).unwrap();
+        seen.extend(outputs(&mut e));
+    }
+    let ones: Vec<_> = transmits(&seen).into_iter().filter(|t| is_block(t) && wire_block(t).0.number == 1).collect();
+    assert_eq!(ones.len(), 1, "{ones:?}");
+}
