@@ -375,23 +375,12 @@ impl SimDevice {
 
     /// Its endpoint name.
     pub fn endpoint(&self) -> String {
-        // Written by hand at its exact length (a Register copies it into a
-        // `Box<str>` without reallocating), not through `format!`.
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut n = self.id;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        let mut name = String::with_capacity(4 + digits.len() - at);
+        // At its exact length (a Register copies it into a `Box<str>`
+        // without reallocating), not through `format!`.
+        let digits = self.id.checked_ilog10().map_or(1, |log| log as usize + 1);
+        let mut name = String::with_capacity(4 + digits);
         name.push_str("sim-");
-        // Only ASCII digits were written.
-        name.push_str(core::str::from_utf8(&digits[at..]).unwrap_or("0"));
+        super::push_decimal(&mut name, self.id);
         name
     }
 

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::campaign::CampaignState;
-use super::{FleetProfile, ImageStore, LinkParams, Rng, SimDevice, SimImage, UplinkStamp, image_bytes};
+use super::{FleetProfile, ImageStore, LinkParams, Rng, SimDevice, SimImage, UplinkStamp, image_bytes, push_decimal};
 use crate::campaign::{CampaignDevice, CampaignOutput, UpgradeReport};
 use crate::model::{
     Binding, ClientMessage, ContentFormat, Instant, ObjectList, Operation, Path, Registration, RequestId, ResponseCode,
@@ -1175,7 +1175,7 @@ pub fn registration_query<'b>(buffer: &'b mut String, registration: &Registratio
     buffer.push_str(&registration.endpoint);
     ends[0] = buffer.len();
     buffer.push_str("lt=");
-    push_decimal(buffer, registration.lifetime);
+    push_decimal(buffer, u64::from(registration.lifetime));
     ends[1] = buffer.len();
     buffer.push_str("lwm2m=");
     buffer.push_str(registration.lwm2m_version.as_str());
@@ -1198,22 +1198,6 @@ pub fn registration_query<'b>(buffer: &'b mut String, registration: &Registratio
         start = end;
     }
     (query, count)
-}
-
-/// Appends `n` in decimal.
-fn push_decimal(buffer: &mut String, n: u32) {
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buffer.extend(digits[i..].iter().map(|&d| char::from(d)));
 }
 
 /// The path segment after `rd` of `location` (lowercase hex, as its

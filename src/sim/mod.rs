@@ -55,3 +55,19 @@ pub use fleet::{Durations, Fleet, FleetConfig, FleetReport, registration_query, 
 pub use network::{LinkParams, Network};
 pub use profile::{FleetProfile, Profile, SendMode};
 pub use rng::Rng;
+
+/// Appends `n` in decimal, without `format!`.
+fn push_decimal(buffer: &mut String, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buffer.extend(digits[i..].iter().map(|&d| char::from(d)));
+}

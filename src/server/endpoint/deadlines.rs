@@ -80,10 +80,7 @@ impl Deadlines {
                     self.sift_down(0);
                 }
                 Some(_) => return,
-                None => {
-                    self.slots[slot as usize].place = NIL;
-                    self.remove_at(0);
-                }
+                None => self.remove(slot),
             }
         }
     }
@@ -108,8 +105,7 @@ impl Deadlines {
     fn remove_at(&mut self, place: usize) {
         let Some(last) = self.heap.pop() else { return };
         if place < self.heap.len() {
-            self.heap[place] = last;
-            self.slots[last.1 as usize].place = place as u32;
+            self.put(place, last);
             self.sift_down(place);
             self.sift_up(self.slots[last.1 as usize].place as usize);
         }
@@ -123,12 +119,10 @@ impl Deadlines {
             if above <= entry {
                 break;
             }
-            self.heap[place] = above;
-            self.slots[above.1 as usize].place = place as u32;
+            self.put(place, above);
             place = parent;
         }
-        self.heap[place] = entry;
-        self.slots[entry.1 as usize].place = place as u32;
+        self.put(place, entry);
     }
 
     fn sift_down(&mut self, mut place: usize) {
@@ -145,10 +139,14 @@ impl Deadlines {
             if entry <= below {
                 break;
             }
-            self.heap[place] = below;
-            self.slots[below.1 as usize].place = place as u32;
+            self.put(place, below);
             place = child;
         }
+        self.put(place, entry);
+    }
+
+    /// Stores `entry` at `place` and tells its slot where it is.
+    fn put(&mut self, place: usize, entry: (Instant, u32)) {
         self.heap[place] = entry;
         self.slots[entry.1 as usize].place = place as u32;
     }

@@ -421,9 +421,8 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
         self.release(slot);
     }
 
-    /// Removes the device in `slot` from the name index and frees the slot
-    /// (its registration's indexes are gone already; timer entries of the
-    /// slot are stale from now on).
+    /// Removes the device in `slot`: its deadline, its name index entry and
+    /// the slot itself (its registration's indexes are gone already).
     fn release(&mut self, slot: u32) {
         self.deadlines.remove(slot);
         let device = self.device_at(slot);
@@ -935,13 +934,7 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
     /// held back by the push pace may go.
     fn refile(&mut self, slot: u32) {
         let upgrade = self.slots[slot as usize].device.as_ref().and_then(|d| d.upgrade.as_deref());
-        let deadline = upgrade.and_then(|upgrade| {
-            let paced = upgrade.paced.map(|(at, _, _)| at);
-            match (upgrade.task.poll_timeout(), paced) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
-        });
+        let deadline = upgrade.and_then(|u| earlier(u.task.poll_timeout(), u.paced.map(|(at, _, _)| at)));
         self.deadlines.set(slot, deadline);
     }
 
@@ -1074,11 +1067,7 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
         if !self.deferred.is_empty() {
             return Some(self.last_now);
         }
-        let task = self.deadlines.peek();
-        match (task, self.registrations.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        earlier(self.deadlines.peek(), self.registrations.poll_timeout())
     }
 
     /// The next thing to do.
@@ -1108,6 +1097,14 @@ fn index_location(by_location: &mut Vec<u32>, location: Location, slot: u32) {
 /// two never hash the same input alike.
 fn index_key(token_key: [u64; 2]) -> [u64; 2] {
     [token_key[0] ^ 0x6e61_6d65_7370_6163, token_key[1].rotate_left(17) ^ 0x7065_6572_7370_6163]
+}
+
+/// The earlier of two optional times.
+fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// A registration request's link list as text, or the 4.00 refusing bytes
