@@ -980,17 +980,12 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
     fn send_block(&mut self, now: Instant, slot: u32, request: RequestId, wire: WireBlock) {
         let (start, end) = wire.range();
         if let Some(upgrade) = self.device_at(slot).upgrade.as_deref_mut() {
-            if let Some(pace) = upgrade.task.config().push_pace.filter(|pace| *pace > 0) {
-                match upgrade.pushed {
-                    Some((first, sent)) => {
-                        let due = first + core::time::Duration::from_millis(sent.saturating_mul(1000) / pace);
-                        if due > now {
-                            upgrade.paced = Some((due, request, wire));
-                            return self.refile(slot);
-                        }
-                        upgrade.pushed = Some((first, sent + (end - start)));
-                    }
-                    None => upgrade.pushed = Some((now, end - start)),
+            let pace = upgrade.task.config().push_pace.filter(|pace| *pace > 0);
+            if let (Some(pace), Some((first, sent))) = (pace, upgrade.pushed) {
+                let due = first + core::time::Duration::from_millis(sent.saturating_mul(1000) / pace);
+                if due > now {
+                    upgrade.paced = Some((due, request, wire));
+                    return self.refile(slot);
                 }
             }
         }
@@ -1006,6 +1001,12 @@ impl<P: Copy + Ord + Hash + Debug> Endpoint<P> {
         let device = self.device_at(slot);
         device.in_flight.push(InFlight { token, request, exchange: Exchange::Push(wire) });
         device.downlinks += 1;
+        // What the pace counts: the bytes that went (a block that failed
+        // before going out is not counted).
+        if let Some(upgrade) = device.upgrade.as_deref_mut().filter(|u| u.task.config().push_pace.is_some()) {
+            let (first, sent) = upgrade.pushed.unwrap_or((now, 0));
+            upgrade.pushed = Some((first, sent + (end - start)));
+        }
         let id = self.id(slot);
         self.outputs.push_back(EndpointOutput::Transmit(Transmit {
             device: id,
